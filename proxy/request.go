@@ -1,0 +1,184 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tei-sidecar/tei-sidecar/tei"
+)
+
+// requestError is a request refused before it reaches TEI. Each API face
+// writes it in its own shape.
+type requestError struct {
+	status int
+	typ    string // TEI's error_type, or "" for TEI's plain-text errors
+	msg    string
+	param  string // the offending field, for faces that name it
+}
+
+func (e *requestError) Error() string { return e.msg }
+
+// plainError is a refusal that TEI's HTTP framework would write as plain
+// text: malformed JSON, wrong shape, wrong content type, body too large.
+func plainError(status int, format string, args ...any) *requestError {
+	return &requestError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// readJSON reads a request body of at most limit bytes that must be JSON in
+// valid UTF-8, as TEI requires.
+func readJSON(c echo.Context, limit int64) ([]byte, error) {
+	r := c.Request()
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return nil, plainError(http.StatusUnsupportedMediaType, "Expected request with `Content-Type: application/json`")
+	}
+	if r.ContentLength > limit {
+		return nil, plainError(http.StatusRequestEntityTooLarge, "Failed to buffer the request body: length limit exceeded")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, plainError(http.StatusRequestEntityTooLarge, "Failed to buffer the request body: length limit exceeded")
+		}
+		return nil, plainError(http.StatusBadRequest, "Failed to buffer the request body: %v", err)
+	}
+	if !utf8.Valid(body) {
+		return nil, plainError(http.StatusBadRequest, "Failed to parse the request body as JSON: invalid UTF-8")
+	}
+	return body, nil
+}
+
+// decodeBody unmarshals body into v, telling malformed JSON (400) from
+// well-formed JSON of the wrong shape (422), as TEI does.
+func decodeBody(body []byte, v any) error {
+	if err := json.Unmarshal(body, v); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) || !json.Valid(body) {
+			return plainError(http.StatusBadRequest, "Failed to parse the request body as JSON: %v", err)
+		}
+		return plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: %v", err)
+	}
+	return nil
+}
+
+var errEmptyInputs = &requestError{status: http.StatusBadRequest, typ: tei.TypeEmpty, msg: "Input validation error: `inputs` cannot be empty", param: "input"}
+
+// parseInputs reads TEI's `inputs`: a string, a list of strings (a batch), a
+// list of token ids (one input), or a list mixing strings and id lists.
+func parseInputs(raw json.RawMessage, field string) ([]tei.Input, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return nil, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: missing field `%s`", field)
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, plainError(http.StatusBadRequest, "Failed to parse the request body as JSON: %v", err)
+		}
+		if s == "" {
+			return nil, errEmptyInputs
+		}
+		return []tei.Input{{Text: s}}, nil
+	case '[':
+	default:
+		return nil, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: %s: data did not match any variant of untagged enum Input", field)
+	}
+	var elems []json.RawMessage
+	if err := json.Unmarshal(raw, &elems); err != nil {
+		return nil, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: %s: %v", field, err)
+	}
+	if len(elems) == 0 {
+		return nil, errEmptyInputs
+	}
+	if first := bytes.TrimSpace(elems[0]); len(first) > 0 && first[0] != '"' && first[0] != '[' {
+		// A flat list of numbers is one input of token ids.
+		ids, err := parseIDs(raw, field)
+		if err != nil {
+			return nil, err
+		}
+		return []tei.Input{{IDs: ids}}, nil
+	}
+	inputs := make([]tei.Input, len(elems))
+	for i, el := range elems {
+		switch el = bytes.TrimSpace(el); {
+		case len(el) > 0 && el[0] == '"':
+			var s string
+			if err := json.Unmarshal(el, &s); err != nil {
+				return nil, plainError(http.StatusBadRequest, "Failed to parse the request body as JSON: %v", err)
+			}
+			if s == "" {
+				return nil, errEmptyInputs
+			}
+			inputs[i].Text = s
+		case len(el) > 0 && el[0] == '[':
+			ids, err := parseIDs(el, field)
+			if err != nil {
+				return nil, err
+			}
+			if len(ids) == 0 {
+				return nil, errEmptyInputs
+			}
+			inputs[i].IDs = ids
+		default:
+			return nil, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: %s[%d]: data did not match any variant of untagged enum InputType", field, i)
+		}
+	}
+	return inputs, nil
+}
+
+func parseIDs(raw json.RawMessage, field string) ([]uint32, error) {
+	var ids []uint32
+	if err := json.Unmarshal(raw, &ids); err != nil {
+		return nil, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: %s: %v", field, err)
+	}
+	if ids == nil {
+		ids = []uint32{}
+	}
+	return ids, nil
+}
+
+// parseDirection accepts TEI's truncation directions; absent means Right.
+func parseDirection(d *string) (string, error) {
+	if d == nil {
+		return "Right", nil
+	}
+	switch *d {
+	case "Right", "right":
+		return "Right", nil
+	case "Left", "left":
+		return "Left", nil
+	}
+	return "", plainError(http.StatusUnprocessableEntity,
+		"Failed to deserialize the JSON body into the target type: truncation_direction: unknown variant `%s`, expected one of `Left`, `Right`, `left`, `right`", *d)
+}
+
+// appendList writes items as a JSON list, the way TEI writes its answers.
+func appendList(b []byte, items []*entry) []byte {
+	b = append(b, '[')
+	for i, e := range items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e.json...)
+	}
+	return append(b, ']')
+}
+
+// listSize is the length of appendList's output.
+func listSize(items []*entry) int {
+	n := 1 + len(items)
+	for _, e := range items {
+		n += len(e.json)
+	}
+	return n
+}
+
