@@ -1,7 +1,357 @@
 package main
 
-type detectCmd struct{}
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
 
-func (detectCmd) Run(g *globals) error {
-	return exitError{code: 3, msg: "detect is not implemented yet"}
+	"github.com/alecthomas/kong"
+
+	"github.com/tei-sidecar/tei-sidecar/hwdetect"
+	"github.com/tei-sidecar/tei-sidecar/plan"
+)
+
+// detectSchemaVersion is the --json schema's version. It changes only when a
+// field is removed or changes meaning; new fields may appear within a
+// version.
+const detectSchemaVersion = 1
+
+// defaultEnvFile is where --write-env writes when given no file.
+const defaultEnvFile = ".env.optimized"
+
+// detectCmd detects the hardware and prints the TEI launch plan.
+type detectCmd struct {
+	Settings plan.Settings `embed:""`
+
+	JSON     bool        `name:"json" help:"Print the report as JSON (schema_version 1) instead of text."`
+	WriteEnv envFileFlag `name:"write-env" placeholder:"FILE" help:"Write the plan's settings to FILE (default .env.optimized), updating only the keys it owns; an existing file is kept as FILE.bak."`
 }
+
+// envFileFlag is --write-env's value: a flag that takes an optional file
+// name (--write-env, --write-env FILE, --write-env=FILE). Empty means not
+// given.
+type envFileFlag string
+
+// Decode takes the next argument as the file unless it is a flag.
+func (f *envFileFlag) Decode(ctx *kong.DecodeContext) error {
+	*f = defaultEnvFile
+	switch tok := ctx.Scan.Peek(); {
+	case tok.Type == kong.FlagValueToken,
+		tok.Type == kong.UntypedToken && !strings.HasPrefix(tok.String(), "-") && tok.String() != "":
+		ctx.Scan.Pop()
+		*f = envFileFlag(tok.String())
+	}
+	return nil
+}
+
+// IsBool lets the flag stand alone without a value.
+func (f *envFileFlag) IsBool() bool { return true }
+
+// detectReport is the --json document. Result's fields (platform, device,
+// tei_version, plans, plugin, warnings, recommendations) sit at the top
+// level beside these.
+type detectReport struct {
+	SchemaVersion int `json:"schema_version"`
+	plan.Result
+	Hardware  hwdetect.Hardware `json:"hardware"`
+	Env       []plan.EnvVar     `json:"env"`
+	NextSteps []string          `json:"next_steps"`
+	EnvFile   *envFileReport    `json:"env_file,omitempty"`
+}
+
+// envFileReport says what --write-env did.
+type envFileReport struct {
+	Path   string `json:"path"`
+	Backup string `json:"backup,omitempty"`
+}
+
+func (c *detectCmd) Run(g *globals) error {
+	if err := c.Settings.Validate(); err != nil {
+		return exitError{code: 2, msg: "invalid settings:\n" + err.Error()}
+	}
+	probes := hwdetect.DefaultProbes()
+	probes.Log = g.log
+	hw, err := hwdetect.Detect(g.ctx, probes)
+	if err != nil {
+		return err
+	}
+	res, err := plan.Make(hw, c.Settings)
+	if err != nil {
+		return exitError{code: 2, msg: err.Error()}
+	}
+	report := detectReport{
+		SchemaVersion: detectSchemaVersion,
+		Result:        res,
+		Hardware:      hw,
+		Env:           res.EnvVars(),
+		NextSteps:     nextSteps(res, string(c.WriteEnv)),
+	}
+	if c.WriteEnv != "" {
+		backup, err := plan.WriteEnvFile(string(c.WriteEnv), res)
+		if err != nil {
+			return err
+		}
+		report.EnvFile = &envFileReport{Path: string(c.WriteEnv), Backup: backup}
+		g.log.Info("wrote settings", "file", string(c.WriteEnv), "backup", backup)
+	}
+	if c.JSON {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(report)
+	}
+	return writeText(g.stdout, report)
+}
+
+// Host ports the next steps publish TEI on, and the sidecar's own.
+const (
+	embedHostPort  = 8081
+	rerankHostPort = 8082
+	sidecarAddr    = "127.0.0.1:8080"
+)
+
+// nextSteps tells the user how to run the plan.
+func nextSteps(res plan.Result, wroteEnv string) []string {
+	var steps []string
+	if wroteEnv != "" {
+		steps = append(steps, fmt.Sprintf("Review %s; to use it, run `tei-sidecar detect --write-env .env`, which updates only the keys it owns in .env", wroteEnv))
+	} else {
+		steps = append(steps, "Save these settings: `tei-sidecar detect --write-env` writes .env.optimized; `--write-env .env` updates only the keys it owns in your .env")
+	}
+	urls := map[plan.Role]string{}
+	for _, p := range res.Plans {
+		hostPort := embedHostPort
+		if p.Role == plan.RoleRerank {
+			hostPort = rerankHostPort
+		}
+		if p.Backend == plan.BackendNative {
+			hostPort = p.Port
+		}
+		urls[p.Role] = fmt.Sprintf("http://127.0.0.1:%d", hostPort)
+		steps = append(steps, fmt.Sprintf("Start the %s model: %s", p.Role, launchCommand(p, hostPort)))
+	}
+	serve := "tei-sidecar serve --tei-embed-url " + urls[plan.RoleEmbedding]
+	if u, ok := urls[plan.RoleRerank]; ok {
+		serve += " --tei-rerank-url " + u
+	}
+	steps = append(steps,
+		"Start the sidecar: "+serve,
+		fmt.Sprintf("Point the retrieval plugin at it: OPENAI_API_BASE=http://%s/v1, EMBEDDING_MODEL=%s", sidecarAddr, res.Plugin.EmbeddingModel),
+	)
+	return steps
+}
+
+// launchCommand renders a plan as a command to paste. Secret variables are
+// passed by name only (`-e HF_TOKEN`), so Docker reads them from the caller's
+// environment and the value is never printed.
+func launchCommand(p plan.Plan, hostPort int) string {
+	var b strings.Builder
+	env := func(k string) {
+		if slices.Contains(p.SecretEnv, k) {
+			fmt.Fprintf(&b, " -e %s", k)
+		} else {
+			fmt.Fprintf(&b, " -e %s=%s", k, p.Env[k])
+		}
+	}
+	if p.Backend == plan.BackendNative {
+		for _, k := range slices.Sorted(maps.Keys(p.Env)) {
+			if !slices.Contains(p.SecretEnv, k) {
+				fmt.Fprintf(&b, "%s=%s ", k, p.Env[k])
+			}
+		}
+		b.WriteString(p.Binary)
+	} else {
+		fmt.Fprintf(&b, "docker run -d --name tei-%s", p.Role)
+		for _, id := range p.GPUIDs {
+			fmt.Fprintf(&b, " --gpus device=%d", id)
+		}
+		fmt.Fprintf(&b, " -p 127.0.0.1:%d:%d -v tei-data:/data", hostPort, p.Port)
+		for _, k := range slices.Sorted(maps.Keys(p.Env)) {
+			env(k)
+		}
+		b.WriteString(" " + p.Image)
+	}
+	for _, a := range p.Args {
+		b.WriteString(" " + a)
+	}
+	return b.String()
+}
+
+// writeText prints the report for people.
+func writeText(w io.Writer, r detectReport) error {
+	out := &errWriter{w: w}
+	hw := r.Hardware
+	out.printf("Hardware\n")
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "  %s\t%s\n", k, v) }
+	row("platform", r.Platform)
+	row("os/arch", fmt.Sprintf("%s/%s (%s)", hw.OS, hw.Arch, containerText(hw.Container)))
+	row("cpu", cpuText(hw.CPU))
+	row("memory", memoryText(hw))
+	if hw.Apple != nil {
+		row("apple", appleText(hw.Apple))
+	}
+	if len(hw.GPUs) == 0 {
+		row("gpus", "none")
+	}
+	for _, g := range hw.GPUs {
+		row(fmt.Sprintf("gpu %d", g.Index), gpuText(g))
+	}
+	if hw.OS != "darwin" {
+		row("nvidia runtime", runtimeText(hw.NVIDIARuntime))
+	}
+	_ = tw.Flush()
+	for _, n := range hw.Notes {
+		out.printf("  note: %s\n", n)
+	}
+
+	for _, p := range r.Plans {
+		out.printf("\nPlan: %s model %s on %s\n", p.Role, p.Model, p.Device)
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		row := func(k, v string) { fmt.Fprintf(tw, "  %s\t%s\n", k, v) }
+		if p.Backend == plan.BackendNative {
+			row("run", p.Binary+" (native)")
+		} else {
+			row("image", p.Image)
+		}
+		row("dtype", p.DType)
+		row("max batch tokens", fmt.Sprint(p.MaxBatchTokens))
+		row("client batch size", fmt.Sprint(p.MaxClientBatchSize))
+		row("max input length", fmt.Sprint(p.MaxInputLength))
+		if len(p.GPUIDs) > 0 {
+			row("gpus", strings.Trim(fmt.Sprint(p.GPUIDs), "[]"))
+		}
+		row("hash", p.Hash()[:12])
+		_ = tw.Flush()
+		out.printf("  why:\n")
+		for _, reason := range p.Redact().Reasons {
+			out.printf("    %s = %s: %s\n", reason.Field, reason.Choice, reason.Why)
+		}
+		for _, warn := range p.Warnings {
+			out.printf("  warning: %s\n", warn)
+		}
+	}
+
+	section := func(title string, lines []string, numbered bool) {
+		if len(lines) == 0 {
+			return
+		}
+		out.printf("\n%s\n", title)
+		for i, l := range lines {
+			if numbered {
+				out.printf("  %d. %s\n", i+1, l)
+			} else {
+				out.printf("  - %s\n", l)
+			}
+		}
+	}
+	section("Warnings", r.Warnings, false)
+	section("Recommendations", r.Recommendations, false)
+	var env []string
+	for _, v := range r.Env {
+		env = append(env, v.Key+"="+v.Value)
+	}
+	section("Settings (what --write-env writes)", env, false)
+	if r.EnvFile != nil {
+		msg := "wrote " + r.EnvFile.Path
+		if r.EnvFile.Backup != "" {
+			msg += " (previous version kept as " + r.EnvFile.Backup + ")"
+		}
+		out.printf("\n%s\n", msg)
+	}
+	section("Next steps", r.NextSteps, true)
+	return out.err
+}
+
+func containerText(c hwdetect.Container) string {
+	if !c.InContainer {
+		return "not in a container"
+	}
+	return "in a container: " + c.Evidence
+}
+
+func cpuText(c hwdetect.CPU) string {
+	s := cmp.Or(c.Model.Value, "unknown model")
+	if c.UsableCores.Known() {
+		s += fmt.Sprintf(", %d usable cores (%s)", c.UsableCores.Value, c.UsableCores.Source)
+		if c.LogicalCores.Known() {
+			s += fmt.Sprintf(" of %d logical", c.LogicalCores.Value)
+		}
+	}
+	if c.Features.Known() {
+		s += ", features: " + cmp.Or(strings.Join(c.Features.Value, " "), "none that matter")
+	}
+	return s
+}
+
+func memoryText(hw hwdetect.Hardware) string {
+	m := hw.Memory
+	s := "unknown"
+	if m.PhysicalBytes.Known() {
+		s = fmt.Sprintf("%d MiB (%s)", m.PhysicalBytes.Value>>20, m.PhysicalBytes.Source)
+	}
+	if m.LimitBytes.Known() {
+		s += fmt.Sprintf(", limited to %d MiB (%s)", m.LimitBytes.Value>>20, m.LimitBytes.Source)
+	}
+	return s
+}
+
+func appleText(a *hwdetect.Apple) string {
+	s := cmp.Or(a.Chip.Value, "Apple Silicon")
+	if a.UnifiedMemoryBytes.Known() {
+		s += fmt.Sprintf(", %d MiB unified memory", a.UnifiedMemoryBytes.Value>>20)
+	}
+	if a.PerformanceCores.Known() {
+		s += fmt.Sprintf(", %d performance + %d efficiency cores", a.PerformanceCores.Value, a.EfficiencyCores.Value)
+	}
+	return s
+}
+
+func gpuText(g hwdetect.GPU) string {
+	fact := func(v, source string) string {
+		if source == "" {
+			return "unknown"
+		}
+		return v + " (" + source + ")"
+	}
+	s := fact(g.Name.Value, g.Name.Source)
+	s += ", compute " + fact(g.ComputeCap.Value, g.ComputeCap.Source)
+	s += ", memory " + fact(fmt.Sprintf("%d MiB", g.MemoryMiB.Value), g.MemoryMiB.Source)
+	s += ", device id " + fact(g.PCIDeviceID.Value, g.PCIDeviceID.Source)
+	if g.PCIAddress != "" {
+		s += ", " + g.PCIAddress
+	}
+	return s
+}
+
+func runtimeText(f hwdetect.Fact[bool]) string {
+	switch {
+	case !f.Known():
+		return "unknown (the host's Docker cannot be seen from inside a container)"
+	case f.Value:
+		return "present (" + f.Source + ")"
+	}
+	return "missing (" + f.Source + ")"
+}
+
+// errWriter remembers the first write error, so a report is written
+// without checking every line.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.w.Write(p)
+	e.err = err
+	return n, err
+}
+
+func (e *errWriter) printf(format string, args ...any) { fmt.Fprintf(e, format, args...) }
