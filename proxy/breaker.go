@@ -23,7 +23,7 @@ func newBreaker(name string, failures int, openFor time.Duration, m *metrics, lo
 		MaxRequests: 1,
 		Timeout:     openFor,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= uint32(failures) },
-		IsExcluded:  func(err error) bool { return !tei.IsBackendFailure(err) },
+		IsExcluded:  func(err error) bool { return err != nil && !tei.IsBackendFailure(err) },
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			m.breakerState.WithLabelValues(name).Set(float64(to))
 			m.breakerTransition.WithLabelValues(name, from.String(), to.String()).Inc()

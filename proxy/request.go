@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
@@ -161,16 +162,29 @@ func parseDirection(d *string) (string, error) {
 		"Failed to deserialize the JSON body into the target type: truncation_direction: unknown variant `%s`, expected one of `Left`, `Right`, `left`, `right`", *d)
 }
 
-// appendList writes items as a JSON list, the way TEI writes its answers.
-func appendList(b []byte, items []*entry) []byte {
-	b = append(b, '[')
-	for i, e := range items {
-		if i > 0 {
-			b = append(b, ',')
+// writeList answers items as a JSON list, the way TEI writes its answers,
+// straight from the cached bytes: no buffer of the whole answer is built.
+func writeList(c echo.Context, items []*entry) error {
+	h := c.Response().Header()
+	h.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	h.Set(echo.HeaderContentLength, strconv.Itoa(listSize(items)))
+	c.Response().WriteHeader(http.StatusOK)
+	w := c.Response()
+	sep := []byte{'['}
+	for _, e := range items {
+		if _, err := w.Write(sep); err != nil {
+			return nil // the client went away; nothing more to say
 		}
-		b = append(b, e.json...)
+		sep[0] = ','
+		if _, err := w.Write(e.json); err != nil {
+			return nil
+		}
 	}
-	return append(b, ']')
+	if len(items) == 0 {
+		_, _ = w.Write(sep)
+	}
+	_, _ = w.Write([]byte{']'})
+	return nil
 }
 
 // listSize is the length of appendList's output.

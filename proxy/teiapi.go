@@ -77,7 +77,7 @@ func (s *Server) teiEmbed(kind outputKind) echo.HandlerFunc {
 		if err != nil {
 			return s.teiError(c, err)
 		}
-		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, appendList(make([]byte, 0, listSize(items)), items))
+		return writeList(c, items)
 	}
 }
 
