@@ -53,6 +53,29 @@ type Config struct {
 	// a probe through (BREAKER_OPEN_FOR, default 10s). Zero means the default.
 	BreakerOpenFor time.Duration
 
+	// BearerTokens, when not empty, are the tokens accepted in
+	// "Authorization: Bearer" on every model route (BEARER_TOKEN, a
+	// comma-separated list as in the plugin). Empty means no auth.
+	BearerTokens []string
+	// MetricsAuth makes /metrics require a bearer token too
+	// (METRICS_AUTH, default false).
+	MetricsAuth bool
+	// ModelAliases are extra model names accepted for the embedding model
+	// on the OpenAI and Cohere faces (MODEL_ALIASES, comma-separated).
+	// Empty accepts only the served model's own id and served name.
+	ModelAliases []string
+
+	// RerankEnable turns reranking on for the plugin's rerank call
+	// (RERANK_ENABLE, default true). False returns the first final_n
+	// passages in their given order.
+	RerankEnable bool
+	// RerankK is how many leading passages the plugin's rerank call scores
+	// by default (RERANK_K, default 5). Zero means the default.
+	RerankK int
+	// RerankFinalN is how many passages it keeps by default
+	// (RERANK_FINAL_N, default 3, at least 1). Zero means the default.
+	RerankFinalN int
+
 	// StartupTimeout bounds the wait for TEI's /info at start, while TEI
 	// downloads and loads its model (STARTUP_TIMEOUT, default 10m). Zero
 	// means wait until stopped.
@@ -71,6 +94,9 @@ func DefaultConfig() Config {
 		BreakerFailures: 5,
 		BreakerOpenFor:  10 * time.Second,
 		StartupTimeout:  10 * time.Minute,
+		RerankEnable:    true,
+		RerankK:         5,
+		RerankFinalN:    3,
 	}
 }
 
@@ -104,6 +130,15 @@ func (c Config) Validate() error {
 		return fmt.Errorf("BREAKER_FAILURES must not be negative, got %d", c.BreakerFailures)
 	case c.BreakerOpenFor < 0:
 		return fmt.Errorf("BREAKER_OPEN_FOR must not be negative, got %s", c.BreakerOpenFor)
+	case c.RerankK < 0:
+		return fmt.Errorf("RERANK_K must be at least 1, got %d", c.RerankK)
+	case c.RerankFinalN < 0:
+		return fmt.Errorf("RERANK_FINAL_N must be at least 1, got %d", c.RerankFinalN)
+	}
+	for _, t := range c.BearerTokens {
+		if t == "" {
+			return errors.New("BEARER_TOKEN has an empty token (check for a stray comma)")
+		}
 	}
 	return nil
 }
@@ -126,6 +161,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BreakerOpenFor == 0 {
 		c.BreakerOpenFor = d.BreakerOpenFor
+	}
+	if c.RerankK == 0 {
+		c.RerankK = d.RerankK
+	}
+	if c.RerankFinalN == 0 {
+		c.RerankFinalN = d.RerankFinalN
 	}
 	return c
 }

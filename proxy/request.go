@@ -195,4 +195,3 @@ func listSize(items []*entry) int {
 	}
 	return n
 }
-

@@ -26,6 +26,7 @@ type Server struct {
 	embedU *upstream
 	rankU  *upstream
 
+	tokens    tokenDigests
 	cache     *embedCache
 	rankCache *rerankCache
 	rankGroup singleflight.Group
@@ -42,7 +43,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	m := newMetrics()
-	s := &Server{cfg: cfg, log: log, m: m, inflight: make(map[key]slot)}
+	s := &Server{cfg: cfg, log: log, m: m, inflight: make(map[key]slot), tokens: newTokenDigests(cfg.BearerTokens)}
 	s.cache = newEmbedCache(cfg.CacheSize, cfg.CacheBytes, m)
 	m.registerCache("embed", s.cache.stats)
 	s.rankCache = newRerankCache(cfg.RerankCacheSize, m)
@@ -110,17 +111,52 @@ func (s *Server) routes() *echo.Echo {
 
 	e.GET("/health", s.health)
 	e.GET("/ready", s.ready)
-	e.GET("/status", s.status)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})))
+	e.GET("/openapi.json", s.openAPI)
+	metrics := echo.WrapHandler(promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
+	if s.cfg.MetricsAuth {
+		metrics = s.auth(s.teiError)(metrics)
+	}
+	e.GET("/metrics", metrics)
 
-	// Model routes need TEI's /info first; until then they answer 503.
-	tg := e.Group("", s.started(s.teiError))
-	tg.GET("/info", s.info)
-	tg.POST("/embed", s.teiEmbed(dense))
-	tg.POST("/embed_sparse", s.teiEmbed(sparse))
-	tg.POST("/rerank", s.teiRerank)
-	tg.POST("/tokenize", s.passThrough("/tokenize"))
-	tg.POST("/", s.teiRoot)
+	// Each face checks the token and waits for TEI's /info, answering in
+	// its own error shape.
+	type route struct {
+		method, path string
+		h            echo.HandlerFunc
+	}
+	faces := []struct {
+		fail   func(echo.Context, error) error
+		routes []route
+	}{
+		{s.teiError, []route{
+			{http.MethodGet, "/status", s.status},
+			{http.MethodGet, "/info", s.info},
+			{http.MethodPost, "/embed", s.teiEmbed(dense)},
+			{http.MethodPost, "/embed_sparse", s.teiEmbed(sparse)},
+			{http.MethodPost, "/rerank", s.teiRerank},
+			{http.MethodPost, "/tokenize", s.passThrough("/tokenize")},
+			{http.MethodPost, "/", s.teiRoot},
+		}},
+		{s.openAIError, []route{
+			{http.MethodPost, "/v1/embeddings", s.openAIEmbeddings},
+			{http.MethodPost, "/embeddings", s.openAIEmbeddings},
+			{http.MethodGet, "/v1/models", s.models},
+		}},
+		{s.cohereError, []route{
+			{http.MethodPost, "/v1/rerank", s.cohereRerank("1")},
+			{http.MethodPost, "/v2/rerank", s.cohereRerank("2")},
+		}},
+		{s.pluginError, []route{
+			{http.MethodPost, "/plugin/embed_query", s.pluginEmbedQuery},
+			{http.MethodPost, "/plugin/embed_documents", s.pluginEmbedDocuments},
+			{http.MethodPost, "/plugin/rerank", s.pluginRerank},
+		}},
+	}
+	for _, f := range faces {
+		for _, r := range f.routes {
+			e.Add(r.method, r.path, r.h, s.auth(f.fail), s.started(f.fail))
+		}
+	}
 	return e
 }
 

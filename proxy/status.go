@@ -95,5 +95,11 @@ func (c Config) redacted() map[string]any {
 		"breaker_failures":  c.BreakerFailures,
 		"breaker_open_for":  c.BreakerOpenFor.String(),
 		"startup_timeout":   c.StartupTimeout.String(),
+		"bearer_tokens":     len(c.BearerTokens),
+		"metrics_auth":      c.MetricsAuth,
+		"model_aliases":     c.ModelAliases,
+		"rerank_enable":     c.RerankEnable,
+		"rerank_k":          c.RerankK,
+		"rerank_final_n":    c.RerankFinalN,
 	}
 }

@@ -180,6 +180,8 @@ func (s *Server) teiError(c echo.Context, err error) error {
 		return c.Blob(te.Status, ct, te.Body)
 	case errors.As(err, &re) && re.typ == "":
 		return c.String(re.status, re.msg)
+	case errors.Is(err, errUnauthorized):
+		return c.NoContent(http.StatusUnauthorized) // as TEI answers
 	}
 	if retry > 0 {
 		c.Response().Header().Set("Retry-After", strconv.Itoa(retry))

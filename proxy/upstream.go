@@ -25,6 +25,9 @@ type upstream struct {
 	m       *metrics
 	log     *slog.Logger
 	queue   int
+	// dim is the dense embedding dimension, learned at start by embedding
+	// one probe text; 0 for models that are not dense embedders.
+	dim atomic.Int64
 }
 
 func newUpstream(name string, c *tei.Client, cfg Config, m *metrics, log *slog.Logger) *upstream {
@@ -59,6 +62,9 @@ func (u *upstream) waitInfo(ctx context.Context) error {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		info, err := u.client.Info(cctx)
 		cancel()
+		if err == nil && info.ModelType.Kind() == tei.KindEmbedding {
+			err = u.probeDimension(ctx)
+		}
 		if err == nil {
 			u.setInfo(info)
 			u.log.Info("TEI is ready", "upstream", u.name, "url", u.client.BaseURL(), "model", info.ModelID,
@@ -147,4 +153,21 @@ func outcomeOf(err error) string {
 		return tr.Kind.String()
 	}
 	return "error"
+}
+
+// probeDimension learns the model's embedding dimension, which /info does
+// not report, from one short embedding.
+func (u *upstream) probeDimension(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res, err := u.client.Embed(ctx, tei.EmbedRequest{Inputs: tei.Texts("tei-sidecar dimension probe")})
+	if err != nil {
+		return err
+	}
+	v, err := tei.DecodeVector(res.Items[0])
+	if err != nil {
+		return err
+	}
+	u.dim.Store(int64(len(v)))
+	return nil
 }
