@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/tei-sidecar/tei-sidecar/proxy"
@@ -26,6 +27,13 @@ type serveCmd struct {
 	BreakerFailures int           `name:"breaker-failures" env:"BREAKER_FAILURES" default:"5" help:"Consecutive TEI failures that open the circuit breaker."`
 	BreakerOpenFor  time.Duration `name:"breaker-open-for" env:"BREAKER_OPEN_FOR" default:"10s" help:"How long an open breaker fails fast before probing TEI again."`
 	StartupTimeout  time.Duration `name:"startup-timeout" env:"STARTUP_TIMEOUT" default:"10m" help:"How long to wait for TEI to load its model; 0 waits forever."`
+	BearerToken     string        `name:"bearer-token" env:"BEARER_TOKEN" help:"Comma-separated tokens accepted as 'Authorization: Bearer'; empty means no auth (never logged)."`
+	MetricsAuth     bool          `name:"metrics-auth" env:"METRICS_AUTH" help:"Require a token on /metrics too."`
+	ModelAliases    []string      `name:"model-aliases" env:"MODEL_ALIASES" help:"Extra model names accepted for the served models (comma-separated)."`
+	RerankEnable    bool          `name:"rerank-enable" env:"RERANK_ENABLE" default:"true" negatable:"" help:"Rerank in /plugin/rerank; off returns the first final_n passages."`
+	RerankK         int           `name:"rerank-k" env:"RERANK_K" default:"5" help:"Passages /plugin/rerank scores by default."`
+	RerankFinalN    int           `name:"rerank-final-n" env:"RERANK_FINAL_N" default:"3" help:"Passages /plugin/rerank keeps by default."`
+
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"SHUTDOWN_TIMEOUT" default:"15s" help:"How long SIGTERM waits for in-flight requests."`
 }
 
@@ -36,6 +44,8 @@ func (c *serveCmd) config() proxy.Config {
 		CacheSize: c.CacheSize, CacheBytes: c.CacheMaxBytes, RerankCacheSize: c.RerankCacheSize,
 		RequestTimeout: c.RequestTimeout, BodyLimit: c.PayloadLimit, QueueInputs: c.QueueInputs,
 		BreakerFailures: c.BreakerFailures, BreakerOpenFor: c.BreakerOpenFor, StartupTimeout: c.StartupTimeout,
+		BearerTokens: splitList(c.BearerToken), MetricsAuth: c.MetricsAuth, ModelAliases: c.ModelAliases,
+		RerankEnable: c.RerankEnable, RerankK: c.RerankK, RerankFinalN: c.RerankFinalN,
 	}
 }
 
@@ -80,4 +90,15 @@ func (c *serveCmd) Run(g *globals) error {
 	}
 	g.log.Info("stopped")
 	return nil
+}
+
+// splitList splits a comma-separated list, trimming spaces.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
