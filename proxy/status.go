@@ -28,6 +28,11 @@ func (s *Server) notReady(ctx context.Context) string {
 	if s.embedU.info.Load() == nil {
 		return "waiting for TEI to start"
 	}
+	for _, u := range []*upstream{s.embedU, s.rankU} {
+		if r := u.down.Load(); r != nil {
+			return "TEI (" + u.name + ") is down: " + *r
+		}
+	}
 	if s.embedU.breaker.State() == gobreaker.StateOpen {
 		return "TEI is failing: circuit breaker open"
 	}
@@ -43,6 +48,7 @@ func (s *Server) notReady(ctx context.Context) string {
 type statusUpstream struct {
 	URL     string    `json:"url"`
 	Breaker string    `json:"breaker"`
+	Down    *string   `json:"down,omitempty"`
 	Info    *tei.Info `json:"info"`
 }
 
@@ -64,7 +70,7 @@ type statusBody struct {
 func (s *Server) status(c echo.Context) error {
 	b := statusBody{Upstreams: map[string]statusUpstream{}, Caches: map[string]statusCache{}}
 	for _, u := range []*upstream{s.embedU, s.rankU} {
-		b.Upstreams[u.name] = statusUpstream{URL: u.client.BaseURL(), Breaker: u.breaker.State().String(), Info: u.info.Load()}
+		b.Upstreams[u.name] = statusUpstream{URL: u.client.BaseURL(), Breaker: u.breaker.State().String(), Down: u.down.Load(), Info: u.info.Load()}
 	}
 	n, by := s.cache.stats()
 	b.Caches["embed"] = statusCache{Entries: n, Bytes: by, MaxEntries: s.cfg.CacheSize}

@@ -25,6 +25,9 @@ type upstream struct {
 	m       *metrics
 	log     *slog.Logger
 	queue   int
+	// down, when set, is why a supervisor knows TEI cannot answer (it
+	// exited, or is restarting); calls fail fast until it is cleared.
+	down atomic.Pointer[string]
 	// dim is the dense embedding dimension, learned at start by embedding
 	// one probe text; 0 for models that are not dense embedders.
 	dim atomic.Int64
@@ -96,6 +99,10 @@ func (u *upstream) waitInfo(ctx context.Context) error {
 // retried with jittered exponential back-off that honours Retry-After, all
 // within ctx's deadline. route labels metrics.
 func (u *upstream) call(ctx context.Context, route string, n int, fn func(context.Context) error) error {
+	if u.down.Load() != nil {
+		u.m.upstreamCalls.WithLabelValues(u.name, route, "down").Inc()
+		return errBreakerOpen
+	}
 	adm := u.adm.Load()
 	for attempt := 0; ; attempt++ {
 		if err := adm.acquire(ctx, n); err != nil {
