@@ -95,23 +95,23 @@ func (s *Server) Connect(ctx context.Context) error {
 	return first
 }
 
-// SetDown tells the server that the upstream ("embed" or "rerank") cannot
+// SetDown tells the server that the upstream name ("embed" or "rerank") cannot
 // answer, for the reason given: model calls that miss the cache fail fast
 // with 503 and /ready reports the reason, as when the breaker is open. An
 // empty reason marks it up again. A launcher's supervisor calls it when TEI
 // exits and once it is back.
-func (s *Server) SetDown(upstream, reason string) {
+func (s *Server) SetDown(name, reason string) {
 	for _, u := range []*upstream{s.embedU, s.rankU} {
-		if u.name != upstream {
+		if u.name != name {
 			continue
 		}
 		if reason == "" {
 			u.down.Store(nil)
-			s.log.Info("TEI is back", "upstream", upstream)
+			s.log.Info("TEI is back", "upstream", name)
 			continue
 		}
 		u.down.Store(&reason)
-		s.log.Warn("TEI is down", "upstream", upstream, "reason", reason)
+		s.log.Warn("TEI is down", "upstream", name, "reason", reason)
 	}
 }
 
