@@ -585,3 +585,33 @@ func get(t *testing.T, url, path string) int {
 }
 
 var testLogOut io.Writer = io.Discard
+
+// TestSetDown marks TEI down as a supervisor would: misses fail fast with
+// 503, hits still answer, /ready says why; marking it up restores service.
+func TestSetDown(t *testing.T) {
+	_, url := startSim(t, "--model-id", "BAAI/bge-small-en-v1.5")
+	srv, p := startProxy(t, testConfig(url))
+	if st, _, b := post(t, p, "/embed", `{"inputs":"kept"}`); st != 200 {
+		t.Fatalf("%d %s", st, b)
+	}
+	srv.SetDown("embed", "container exited with code 137")
+	if st, h, b := post(t, p, "/embed", `{"inputs":"new"}`); st != 503 || h.Get("Retry-After") == "" {
+		t.Errorf("miss while down: %d %s", st, b)
+	}
+	if st, _, _ := post(t, p, "/embed", `{"inputs":"kept"}`); st != 200 {
+		t.Errorf("hit while down: %d", st)
+	}
+	resp, err := http.Get(p + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(b), "exited with code 137") {
+		t.Errorf("/ready while down: %d %s", resp.StatusCode, b)
+	}
+	srv.SetDown("embed", "")
+	if st, _, b := post(t, p, "/embed", `{"inputs":"new"}`); st != 200 {
+		t.Errorf("after up: %d %s", st, b)
+	}
+}
