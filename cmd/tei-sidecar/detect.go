@@ -71,9 +71,8 @@ type envFileReport struct {
 }
 
 func (c *detectCmd) Run(g *globals) error {
-	if err := c.Settings.Validate(); err != nil {
-		return exitError{code: 2, msg: "invalid settings:\n" + err.Error()}
-	}
+	// kong has already called c.Settings.Validate (it validates every
+	// parsed node), and plan.Make checks again.
 	probes := hwdetect.DefaultProbes()
 	probes.Log = g.log
 	hw, err := hwdetect.Detect(g.ctx, probes)
