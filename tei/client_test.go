@@ -130,7 +130,10 @@ func TestErrorClassesAgainstSimulator(t *testing.T) {
 	}{
 		{"empty", func() error { _, err := c.Embed(ctx, tei.EmbedRequest{Inputs: tei.Texts("")}); return err },
 			400, tei.TypeEmpty, "Input validation error: `inputs` cannot be empty", true, false, false},
-		{"batch too large", func() error { _, err := c.Embed(ctx, tei.EmbedRequest{Inputs: tei.Texts("a", "b", "c", "d", "e")}); return err },
+		{"batch too large", func() error {
+			_, err := c.Embed(ctx, tei.EmbedRequest{Inputs: tei.Texts("a", "b", "c", "d", "e")})
+			return err
+		},
 			422, tei.TypeValidation, "batch size 5 > maximum allowed batch size 4", true, false, false},
 		{"no permits", func() error { _, err := c.Embed(ctx, tei.EmbedRequest{Inputs: tei.Texts("a", "b", "c")}); return err },
 			429, tei.TypeOverloaded, "Model is overloaded", false, false, true},
@@ -142,7 +145,10 @@ func TestErrorClassesAgainstSimulator(t *testing.T) {
 			_, err := big.Embed(ctx, tei.EmbedRequest{Inputs: tei.Texts(strings.Repeat("w ", 700)), Truncate: &no})
 			return err
 		}, 422, tei.TypeValidation, "", true, false, false},
-		{"wrong model type", func() error { _, _, err := c.Rerank(ctx, tei.RerankRequest{Query: "q", Texts: []string{"a"}}); return err },
+		{"wrong model type", func() error {
+			_, _, err := c.Rerank(ctx, tei.RerankRequest{Query: "q", Texts: []string{"a"}})
+			return err
+		},
 			424, tei.TypeBackend, "model is not a re-ranker model", false, true, false},
 		{"api key", func() error {
 			kc, _ := tei.NewClient(keyedURL(keyed))
