@@ -137,12 +137,18 @@ func parseInputs(raw json.RawMessage, field string) ([]tei.Input, error) {
 }
 
 func parseIDs(raw json.RawMessage, field string) ([]uint32, error) {
-	var ids []uint32
-	if err := json.Unmarshal(raw, &ids); err != nil {
+	var nums []json.RawMessage
+	if err := json.Unmarshal(raw, &nums); err != nil {
 		return nil, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: %s: %v", field, err)
 	}
-	if ids == nil {
-		ids = []uint32{}
+	ids := make([]uint32, len(nums))
+	for i, n := range nums {
+		v, err := strconv.ParseUint(string(bytes.TrimSpace(n)), 10, 32)
+		if err != nil {
+			return nil, plainError(http.StatusUnprocessableEntity,
+				"Failed to deserialize the JSON body into the target type: %s: token id %s is not a u32", field, n)
+		}
+		ids[i] = uint32(v)
 	}
 	return ids, nil
 }
