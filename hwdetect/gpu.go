@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,8 +40,11 @@ func ValidComputeCap(s string) bool { return computeCapPattern.MatchString(s) }
 // bus address and driver name. Missing facts are then filled from the PCI
 // id table, and GPU_COMPUTE_CAP overrides the compute capability.
 func (d *detector) detectGPUs(ctx context.Context) {
-	onBus := d.pciGPUs()
-	gpus := d.smiGPUs(ctx, len(onBus) > 0)
+	var onBus []GPU
+	if d.p.GOOS == "linux" { // ghw reads the PCI bus from sysfs
+		onBus = d.pciGPUs()
+	}
+	gpus := d.smiGPUs(ctx, onBus)
 	switch {
 	case len(gpus) == 0:
 		gpus = onBus
@@ -86,9 +90,9 @@ func (d *detector) detectGPUs(ctx context.Context) {
 	d.hw.GPUs = gpus
 }
 
-// smiGPUs asks nvidia-smi. expected says whether the PCI bus shows NVIDIA
-// GPUs, which makes a missing nvidia-smi worth a note.
-func (d *detector) smiGPUs(ctx context.Context, expected bool) []GPU {
+// smiGPUs asks nvidia-smi. onBus are the NVIDIA GPUs on the PCI bus, which
+// make a missing nvidia-smi worth a note.
+func (d *detector) smiGPUs(ctx context.Context, onBus []GPU) []GPU {
 	if d.p.NvidiaSMI == nil {
 		return nil
 	}
@@ -103,7 +107,11 @@ func (d *detector) smiGPUs(ctx context.Context, expected bool) []GPU {
 	if err != nil {
 		switch {
 		case errors.Is(err, exec.ErrNotFound):
-			if expected {
+			driver := slices.ContainsFunc(onBus, func(g GPU) bool { return g.Driver == "nvidia" })
+			switch {
+			case driver:
+				d.note("nvidia-smi not found although the nvidia driver is loaded (in a container, the NVIDIA runtime provides it): GPU facts come from the PCI bus and the PCI id table")
+			case len(onBus) > 0:
 				d.note("nvidia-smi not found: GPU facts come from the PCI bus and the PCI id table; install the NVIDIA driver")
 			}
 		default:

@@ -230,6 +230,8 @@ func Detect(ctx context.Context, p Probes) (Hardware, error) {
 	}
 	if p.GOOS != "darwin" {
 		d.detectGPUs(ctx)
+	}
+	if p.GOOS == "linux" {
 		d.detectContainer()
 		d.detectNVIDIARuntime()
 	}

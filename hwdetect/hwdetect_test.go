@@ -263,6 +263,14 @@ func TestDetectStandInNvidiaSMI(t *testing.T) {
 	}
 }
 
+func TestNvidiaSMIMissingBesideTheDriver(t *testing.T) {
+	hw := detect(t, linuxProbes(recorded(t, "linux-amd64-p100.tar.gz")))
+	want := "nvidia-smi not found although the nvidia driver is loaded (in a container, the NVIDIA runtime provides it): GPU facts come from the PCI bus and the PCI id table"
+	if len(hw.Notes) != 1 || hw.Notes[0] != want {
+		t.Errorf("notes = %q, want [%q]", hw.Notes, want)
+	}
+}
+
 func TestNvidiaSMIFailureIsANote(t *testing.T) {
 	p := linuxProbes(recorded(t, "linux-amd64-p100.tar.gz"))
 	p.NvidiaSMI = standInSMI(t, "driver-failed")

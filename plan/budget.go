@@ -99,10 +99,10 @@ func (b budget) size() (tokens int, why, warning string) {
 	}
 	why = fmt.Sprintf("raised to the longest input wanted (%d tokens)", b.floor)
 	if fits == 0 {
-		warning = fmt.Sprintf("%s may not even hold %s's weights (%d MiB share); TEI may fail to start: free memory, disable the reranker (RERANK_ENABLE=false) or choose a smaller model",
+		warning = fmt.Sprintf("%s may not even hold %s's weights (%d MiB share); TEI may run out of memory: free memory, disable the reranker (RERANK_ENABLE=false) or choose a smaller model",
 			b.where, b.model.ID, b.shareMiB)
 	} else {
-		warning = fmt.Sprintf("memory is tight: %s fits about %d tokens per batch for %s, but %d-token inputs need %d; if TEI fails to start, lower EMBEDDING_MAX_LEN or set RERANK_ENABLE=false",
+		warning = fmt.Sprintf("memory is tight: %s fits about %d tokens per batch for %s, but %d-token inputs need %d; if TEI runs out of memory, lower EMBEDDING_MAX_LEN or set RERANK_ENABLE=false",
 			b.where, fits, b.model.ID, b.floor, b.floor)
 	}
 	return b.floor, why, warning

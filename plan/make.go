@@ -152,7 +152,7 @@ func (m *maker) target(role Role, dev device, envName string, emb *target) (targ
 	if role == RoleRerank && emb != nil && emb.kind == kindCPU && pin == "" {
 		return m.cpuTarget("as the embedding model: no GPU TEI can use", pin, pinName), nil
 	}
-	ranked, rejected := m.rankGPUs()
+	ranked, rejected := m.rankGPUs(pin != "")
 	if len(ranked) == 0 {
 		if pin != "" {
 			// A pinned GPU image is trusted without a detected GPU.
@@ -189,7 +189,8 @@ func (m *maker) forcedGPU(role Role, dev device, emb *target, envName string) (*
 		}
 		return nil, dev.index, fmt.Sprintf("%s=cuda:%d; no GPU was detected, so it is trusted", envName, dev.index), nil
 	}
-	ranked, _ := m.rankGPUs()
+	pinned := m.s.Image != "" || (role == RoleRerank && m.s.RerankImage != "")
+	ranked, _ := m.rankGPUs(pinned)
 	if len(ranked) == 0 {
 		if len(gpus) > 0 {
 			// Let cudaTarget explain why the first GPU cannot run TEI.
@@ -206,10 +207,13 @@ func (m *maker) forcedGPU(role Role, dev device, emb *target, envName string) (*
 
 // rankGPUs orders the GPUs TEI can use, best first: a known build before an
 // unknown compute capability, then more memory, newer architecture, lower
-// index. rejected explains each GPU left out.
-func (m *maker) rankGPUs() (ranked []hwdetect.GPU, rejected []string) {
+// index. rejected explains each GPU left out. With a pinned image every GPU
+// is a candidate: the user brings the build.
+func (m *maker) rankGPUs(pinned bool) (ranked []hwdetect.GPU, rejected []string) {
 	for _, g := range m.hw.GPUs {
 		switch {
+		case pinned:
+			ranked = append(ranked, g)
 		case m.hw.Arch != "amd64":
 			rejected = append(rejected, fmt.Sprintf("GPU %d (%s): TEI %s publishes CUDA images for linux/amd64 only", g.Index, g.Name.Value, m.version))
 		case !g.ComputeCap.Known():
@@ -355,7 +359,7 @@ func (m *maker) plan(role Role, t target, sharing int) Plan {
 		GPUIDs:   []int{},
 		Device:   t.device(),
 		Reasons:  slices.Clone(t.reasons),
-		Warnings: slices.Clone(t.warnings),
+		Warnings: append([]string{}, t.warnings...), // [] in JSON, not null
 	}
 	reason := func(field, choice, why string) {
 		p.Reasons = append(p.Reasons, Reason{field, choice, why})
@@ -389,7 +393,7 @@ func (m *maker) plan(role Role, t target, sharing int) Plan {
 		p.DType = "float32"
 		reason("dtype", p.DType, "EMBEDDING_FP16=false")
 	default:
-		reason("dtype", p.DType, "half precision: TEI's default on CUDA and Metal, twice the speed at the same quality")
+		reason("dtype", p.DType, "half precision: TEI's default on CUDA and Metal, about twice as fast with practically the same embeddings")
 	}
 	dtypeBytes := 2
 	if p.DType == "float32" {
@@ -452,30 +456,31 @@ func (m *maker) plan(role Role, t target, sharing int) Plan {
 	}
 
 	cores := m.hw.CPU.UsableCores.Value
-	p.TokenizationWorkers, _ = tokenizationWorkers(t.kind, cores)
-	_, workersWhy := tokenizationWorkers(t.kind, cores)
-	reason("tokenization_workers", itoa(p.TokenizationWorkers), workersWhy)
+	workers, workersWhy := tokenizationWorkers(t.kind, cores)
+	if m.hw.CPU.UsableCores.Source == hwdetect.SourceCgroup {
+		workersWhy += "; TEI's own default counts the host's cores, not the cgroup quota"
+	}
+	p.TokenizationWorkers = workers
+	reason("tokenization_workers", itoa(workers), workersWhy)
 
 	// Port.
+	portWhy := "TEI_PORT"
 	p.Port = m.s.Port
 	switch {
 	case p.Port == 0 && p.Backend == BackendNative:
-		p.Port = 3000
-		reason("port", "3000", "the native router's default")
+		p.Port, portWhy = 3000, "the native router's default"
 	case p.Port == 0:
-		p.Port = 80
-		reason("port", "80", "the images' PORT; each container has its own network")
-	default:
-		reason("port", itoa(p.Port), "TEI_PORT")
+		p.Port, portWhy = 80, "the images' PORT; each container has its own network"
 	}
 	if role == RoleRerank && p.Backend == BackendNative {
 		p.Port++
-		reason("port", itoa(p.Port), "the next port: both native routers share this machine's network")
+		portWhy = fmt.Sprintf("the port after the embedding router's %d (%s): both native routers share this machine's network", p.Port-1, portWhy)
 	}
+	reason("port", itoa(p.Port), portWhy)
 
 	// Environment.
 	p.Env["AUTO_TRUNCATE"] = "true"
-	reason("AUTO_TRUNCATE", "true", "inputs over the limit are cut, not refused; set by environment because TEI changed --auto-truncate's form in 1.9, and the variable reads the same in every version")
+	reason("AUTO_TRUNCATE", "true", "inputs over the limit are cut, not refused; given as the variable, which TEI reads the same whether its --auto-truncate flag is a switch (before 1.9) or takes a value")
 	if t.kind == kindCPU {
 		if cores > 0 {
 			p.Env["RAYON_NUM_THREADS"] = itoa(cores)
@@ -506,15 +511,19 @@ func (m *maker) plan(role Role, t target, sharing int) Plan {
 		"--port", itoa(p.Port),
 		"--json-output",
 	)
-	reason("hostname", "0.0.0.0", "explicit: Docker sets HOSTNAME to the container id, which TEI would read as --hostname")
-	reason("json_output", "--json-output", "the images' default CMD, which passing arguments replaces")
+	reason("hostname", "0.0.0.0", "explicit: TEI reads the HOSTNAME variable as --hostname, and Docker sets it to the container id")
+	if p.Backend == BackendDocker {
+		reason("json_output", "--json-output", "the images' default CMD, which passing arguments replaces")
+	} else {
+		reason("json_output", "--json-output", "structured logs, as the images write them")
+	}
 	if p.Backend == BackendDocker {
 		args = append(args, "--huggingface-hub-cache", "/data")
 		reason("huggingface_hub_cache", "/data", "the images' cache directory: mount a volume there to keep downloads")
 	}
 	p.Args = args
-	if revision == "" && role == RoleEmbedding {
-		reason("revision", "main", "no EMBEDDING_REVISION: the Hub's main branch")
+	if revision == "" {
+		reason("revision", "main", fmt.Sprintf("no %s_REVISION: the Hub's main branch", strings.ToUpper(string(role))))
 	}
 	return p
 }
@@ -563,7 +572,7 @@ func (t target) ccValue() string {
 }
 
 // tokenizationWorkers sizes TEI's tokenizer pool, which by default takes
-// every core of the host (cgroup limits ignored). On GPU and Metal,
+// every core of the host. On GPU and Metal,
 // tokenizing feeds the accelerator, so it gets half the cores (1–8); on CPU
 // the model needs the cores, so it gets a quarter (1–4).
 func tokenizationWorkers(kind string, cores int) (int, string) {
@@ -573,7 +582,7 @@ func tokenizationWorkers(kind string, cores int) (int, string) {
 	if kind == kindCPU {
 		return min(max(cores/4, 1), 4), fmt.Sprintf("a quarter of the %d usable cores (1–4): inference needs the rest", cores)
 	}
-	return min(max(cores/2, 1), 8), fmt.Sprintf("half of the %d usable cores (1–8) to keep the accelerator fed; TEI's default ignores cgroup limits", cores)
+	return min(max(cores/2, 1), 8), fmt.Sprintf("half of the %d usable cores (1–8), to keep the accelerator fed", cores)
 }
 
 // pluginSettings fills the plugin's .env values from the plans.

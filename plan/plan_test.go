@@ -152,6 +152,8 @@ func TestForcedDevices(t *testing.T) {
 
 func TestPinnedImages(t *testing.T) {
 	a100 := host(gpu(0, "A100", "8.0", 81920))
+	armGH200 := host(gpu(0, "GH200", "9.0", 97871))
+	armGH200.Arch = "arm64"
 	tests := []struct {
 		name               string
 		hw                 hwdetect.Hardware
@@ -170,6 +172,8 @@ func TestPinnedImages(t *testing.T) {
 			"registry.local/tei:89-custom", "registry.local/tei:89-custom", "float16", []int{0}},
 		{"a pinned image on a Volta", host(gpu(0, "V100", "7.0", 16160)), plan.Settings{Image: "registry.local/tei:sm70"},
 			"registry.local/tei:sm70", "registry.local/tei:sm70", "float16", []int{0}},
+		{"a pinned image on arm64 uses the detected GPU", armGH200, plan.Settings{Image: "registry.local/tei:arm64-hopper"},
+			"registry.local/tei:arm64-hopper", "registry.local/tei:arm64-hopper", "float16", []int{0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -178,6 +182,9 @@ func TestPinnedImages(t *testing.T) {
 			if emb.Image != tt.embImage || rer.Image != tt.rerImage || emb.DType != tt.embDType || !slices.Equal(emb.GPUIDs, tt.embGPUs) {
 				t.Errorf("images %q, %q, dtype %s, GPUs %v; want %q, %q, %s, %v",
 					emb.Image, rer.Image, emb.DType, emb.GPUIDs, tt.embImage, tt.rerImage, tt.embDType, tt.embGPUs)
+			}
+			if detected := len(tt.hw.GPUs) > 0; detected && strings.Contains(emb.Reasons[0].Why, "no GPU was detected") {
+				t.Errorf("reason %q denies the detected GPU", emb.Reasons[0].Why)
 			}
 		})
 	}

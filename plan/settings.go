@@ -27,7 +27,7 @@ type Settings struct {
 	// RerankRevision pins the reranker (RERANK_REVISION). Empty: main.
 	RerankRevision string `name:"rerank-revision" env:"RERANK_REVISION" help:"Reranker model revision (default: the Hub's main)."`
 	// RerankEnable plans a reranker (RERANK_ENABLE). Nil means true.
-	RerankEnable *bool `name:"rerank-enable" env:"RERANK_ENABLE" help:"Plan a reranker too (default true)."`
+	RerankEnable *bool `name:"rerank-enable" env:"RERANK_ENABLE" help:"Plan a reranker too (default true; --rerank-enable=false disables)."`
 	// Batch is the most texts in one model call, TEI's
 	// --max-client-batch-size (EMBEDDING_BATCH). Zero means the plugin's
 	// platform default: 32 Apple, 64 CUDA, 16 CPU.
@@ -35,7 +35,7 @@ type Settings struct {
 	// FP16 chooses half precision (EMBEDDING_FP16). Nil means the platform
 	// default: float16 on CUDA and Metal, float32 on CPU (where TEI has no
 	// float16). False forces float32 everywhere.
-	FP16 *bool `name:"embedding-fp16" env:"EMBEDDING_FP16" help:"Half precision (default: on for CUDA and Metal, off on CPU)."`
+	FP16 *bool `name:"embedding-fp16" env:"EMBEDDING_FP16" help:"Half precision (default: on for CUDA and Metal, off on CPU; --embedding-fp16=false disables)."`
 	// MaxLen is the longest input, in tokens, that must fit
 	// (EMBEDDING_MAX_LEN), capped at the model's limit. Zero means the
 	// plugin's default: 8192 Apple and CUDA, 4096 CPU.
@@ -43,7 +43,7 @@ type Settings struct {
 	// CacheSize is the sidecar's query cache in entries
 	// (EMBEDDING_CACHE_SIZE). Nil means 2000 on GPU and Apple, 1000 on
 	// CPU; zero disables the cache.
-	CacheSize *int `name:"embedding-cache-size" env:"EMBEDDING_CACHE_SIZE" help:"Query cache entries, 0 disables (default 2000 GPU/Apple, 1000 CPU)."`
+	CacheSize *int `name:"embedding-cache-size" env:"EMBEDDING_CACHE_SIZE" placeholder:"INT" help:"Query cache entries, 0 disables (default 2000 GPU/Apple, 1000 CPU)."`
 	// RerankK is how many hits are reranked (RERANK_K). Zero means 5
 	// Apple, 10 CUDA, 5 CPU.
 	RerankK int `name:"rerank-k" env:"RERANK_K" help:"Candidates to rerank (default 5 Apple, 10 CUDA, 5 CPU)."`

@@ -29,7 +29,7 @@ type detectCmd struct {
 	Settings plan.Settings `embed:""`
 
 	JSON     bool        `name:"json" help:"Print the report as JSON (schema_version 1) instead of text."`
-	WriteEnv envFileFlag `name:"write-env" placeholder:"FILE" help:"Write the plan's settings to FILE (default .env.optimized), updating only the keys it owns; an existing file is kept as FILE.bak."`
+	WriteEnv envFileFlag `name:"write-env" placeholder:"FILE" help:"Write the plan's settings to a .env file: alone, .env.optimized; --write-env FILE, that file. Only the keys it owns change; an existing file is kept as FILE.bak."`
 }
 
 // envFileFlag is --write-env's value: a flag that takes an optional file
