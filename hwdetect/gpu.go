@@ -173,8 +173,7 @@ func parseSMI(out []byte, fields []string) ([]GPU, error) {
 	return gpus, nil
 }
 
-// pciGPUs lists NVIDIA display and 3D controllers on the PCI bus, in bus
-// order. It does not use ghw.GPU, which finds GPUs through DRM and misses
+// pciGPUs lists NVIDIA GPUs on the PCI bus, in bus order. It does not use ghw.GPU, which finds GPUs through DRM and misses
 // datacenter GPUs when nvidia-drm is not loaded.
 func (d *detector) pciGPUs() []GPU {
 	args := append(d.ghwArgs(), ghw.WithPCIDB(d.pciDB()))
@@ -188,7 +187,9 @@ func (d *detector) pciGPUs() []GPU {
 		if dev.Vendor == nil || dev.Class == nil || dev.Product == nil {
 			continue
 		}
-		if dev.Vendor.ID != "10de" || dev.Class.ID != "03" {
+		// Display (VGA, 3D) controllers and processing accelerators; not
+		// the audio, USB or NVSwitch functions NVIDIA boards also expose.
+		if dev.Vendor.ID != "10de" || (dev.Class.ID != "03" && dev.Class.ID != "12") {
 			continue
 		}
 		g := GPU{PCIAddress: dev.Address, Driver: dev.Driver}
