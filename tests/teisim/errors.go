@@ -1,0 +1,110 @@
+package teisim
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+)
+
+// errorType is TEI's error_type: capitalised, and it decides the status.
+type errorType string
+
+// TEI's error types.
+const (
+	errEmpty      errorType = "Empty"
+	errValidation errorType = "Validation"
+	errTokenizer  errorType = "Tokenizer"
+	errBackend    errorType = "Backend"
+	errOverloaded errorType = "Overloaded"
+	errUnhealthy  errorType = "Unhealthy"
+)
+
+// status maps an error type to its HTTP status, as TEI 1.9.3 does
+// (Validation is 422 since 1.9; it was 413 before).
+func (t errorType) status() int {
+	switch t {
+	case errEmpty:
+		return http.StatusBadRequest
+	case errValidation, errTokenizer:
+		return http.StatusUnprocessableEntity
+	case errOverloaded:
+		return http.StatusTooManyRequests
+	case errUnhealthy:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusFailedDependency
+	}
+}
+
+// apiError is an error TEI answers with its JSON error body. metric is the
+// te_request_failure err label it counts under.
+type apiError struct {
+	status  int
+	typ     errorType
+	message string
+	metric  string
+}
+
+func (e *apiError) Error() string { return e.message }
+
+// newError makes an error of typ with TEI's status for it.
+func newError(typ errorType, metric, format string, args ...any) *apiError {
+	return &apiError{status: typ.status(), typ: typ, message: fmt.Sprintf(format, args...), metric: metric}
+}
+
+// The errors TEI's routes answer, with TEI 1.9.3's exact messages.
+var (
+	errInputsEmpty   = newError(errEmpty, "validation", "Input validation error: `inputs` cannot be empty")
+	errTextsEmpty    = newError(errEmpty, "validation", "`texts` cannot be empty")
+	errOverloadedErr = newError(errOverloaded, "overloaded", "Model is overloaded")
+	errNotEmbedding  = newError(errBackend, "model_type", "Backend error: Model is not an embedding model")
+	errNotReranker   = newError(errBackend, "model_type", "model is not a re-ranker model")
+	errNotSplade     = newError(errBackend, "model_type", "Backend error: Model is not an embedding model with SPLADE pooling")
+	errNotClassifier = newError(errBackend, "model_type", "Backend error: Model is not a classifier model")
+	errSpladeNorm    = newError(errBackend, "model_type", "`normalize` is not available for SPLADE models")
+	errStopped       = newError(errBackend, "inference", "Backend error: the simulator is shutting down")
+)
+
+func errBatchSize(n, limit int) *apiError {
+	return newError(errValidation, "batch_size", "batch size %d > maximum allowed batch size %d", n, limit)
+}
+
+// nativeError is the body of TEI's native routes.
+type nativeError struct {
+	Error     string    `json:"error"`
+	ErrorType errorType `json:"error_type"`
+}
+
+// openAIError is the flat body of /v1/embeddings errors. TEI's OpenAPI spec
+// names the last field error_type; the server writes "type".
+type openAIError struct {
+	Message string    `json:"message"`
+	Code    int       `json:"code"`
+	Type    errorType `json:"type"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	// serde writes <, > and & as they are; so must the simulator.
+	enc.SetEscapeHTML(false)
+	// The client may be gone; there is nobody to tell.
+	_ = enc.Encode(body)
+}
+
+func writeNativeError(w http.ResponseWriter, e *apiError) {
+	writeJSON(w, e.status, nativeError{Error: e.message, ErrorType: e.typ})
+}
+
+func writeOpenAIError(w http.ResponseWriter, e *apiError) {
+	writeJSON(w, e.status, openAIError{Message: e.message, Code: e.status, Type: e.typ})
+}
+
+// writePlain answers as TEI's HTTP framework (axum) does for bodies it cannot
+// take: plain text, not JSON.
+func writePlain(w http.ResponseWriter, status int, message string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(message))
+}
