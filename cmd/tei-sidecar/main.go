@@ -38,6 +38,7 @@ type cli struct {
 	Serve   serveCmd   `cmd:"" help:"Proxy embed and rerank calls to TEI through a cache."`
 	Detect  detectCmd  `cmd:"" help:"Detect the hardware and print the TEI launch plan."`
 	Bench   benchCmd   `cmd:"" help:"Run the retrieval plugin's benchmark over HTTP."`
+	Tune    tuneCmd    `cmd:"" help:"Find the best client batch size and concurrency against a live TEI."`
 	Version versionCmd `cmd:"" help:"Print the version."`
 }
 

@@ -1,0 +1,110 @@
+package bench
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// load is the outcome of driving a server with concurrent clients.
+type load struct {
+	latencies []time.Duration // of the requests that succeeded
+	elapsed   time.Duration   // from the first request to the last answer
+}
+
+// drive runs clients workers, each calling call in a loop, until maxRequests
+// calls have started or duration has passed, whichever comes first. The
+// first error stops every worker and is returned; calls in flight then are
+// cancelled.
+func drive(ctx context.Context, clients int, duration time.Duration, maxRequests int, call func(context.Context) error) (load, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		started  atomic.Int64
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		lat      = make([][]time.Duration, clients)
+	)
+	begin := time.Now()
+	deadline := begin.Add(duration)
+	for w := range clients {
+		wg.Go(func() {
+			for ctx.Err() == nil && started.Add(1) <= int64(maxRequests) && time.Now().Before(deadline) {
+				t0 := time.Now()
+				if err := call(ctx); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					cancel()
+					return
+				}
+				lat[w] = append(lat[w], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	l := load{elapsed: time.Since(begin)}
+	if firstErr != nil {
+		return l, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return l, err
+	}
+	for _, ls := range lat {
+		l.latencies = append(l.latencies, ls...)
+	}
+	return l, nil
+}
+
+// SweepLevel is the concurrency sweep's result for one client count.
+type SweepLevel struct {
+	Clients  int   `json:"clients"`
+	Target   Load  `json:"target"`
+	Baseline *Load `json:"baseline,omitempty"`
+	// Ratio is target mean latency / baseline mean latency; Speedup is
+	// target throughput / baseline throughput. Both are absent without a
+	// baseline.
+	Ratio   *float64 `json:"ratio,omitempty"`
+	Speedup *float64 `json:"speedup,omitempty"`
+}
+
+// Load is one sweep level on one server: single-query embed calls, each
+// text made unique so no cache answers it.
+type Load struct {
+	Requests  int     `json:"requests"`
+	DurationS float64 `json:"duration_s"`
+	// Throughput is requests (one query each) per second of wall time.
+	Throughput float64 `json:"throughput"`
+	// Mean and the percentiles are request latencies in seconds.
+	Mean float64 `json:"mean_s"`
+	P50  float64 `json:"p50_s"`
+	P95  float64 `json:"p95_s"`
+	P99  float64 `json:"p99_s"`
+}
+
+// sweepLevel drives c with clients concurrent query embeds.
+func sweepLevel(ctx context.Context, c *client, clients int, duration time.Duration, maxRequests int) (Load, error) {
+	l, err := drive(ctx, clients, duration, maxRequests, func(ctx context.Context) error {
+		return c.query(ctx, unique(ShortQuery))
+	})
+	if err != nil {
+		return Load{}, err
+	}
+	st := summarize(seconds(l.latencies), 1)
+	out := Load{
+		Requests:  len(l.latencies),
+		DurationS: l.elapsed.Seconds(),
+		Mean:      st.Mean,
+		P50:       st.P50,
+		P95:       st.P95,
+		P99:       st.P99,
+	}
+	if l.elapsed > 0 {
+		out.Throughput = float64(out.Requests) / l.elapsed.Seconds()
+	}
+	return out, nil
+}

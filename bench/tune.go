@@ -1,0 +1,394 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/tei-sidecar/tei-sidecar/plan"
+	"github.com/tei-sidecar/tei-sidecar/tei"
+)
+
+// TuneOptions configures Tune. Zero values of all fields but URL are
+// working defaults.
+type TuneOptions struct {
+	// URL is TEI's base URL (or the sidecar's, which serves TEI's API).
+	URL string
+	// Token is sent as a bearer token; "" sends none.
+	Token string
+	// MaxBatch is the largest client batch tried; 0 means TEI's
+	// max_client_batch_size from GET /info. A larger value allows batches
+	// TEI will refuse (422), which stops the batch direction; the sidecar
+	// splits them.
+	MaxBatch int
+	// MaxConcurrency is the most concurrent requests tried; 0 means 64.
+	MaxConcurrency int
+	// StepDuration bounds each setting's measurement; 0 means 2s.
+	StepDuration time.Duration
+	// StepRequests bounds each setting's measured requests; 0 means 400.
+	StepRequests int
+	// MaxLatency is the p95 request latency above which a setting is too
+	// slow and the concurrency direction stops; 0 means 2s.
+	MaxLatency time.Duration
+	// Knee is the share of the best throughput the recommendation must
+	// reach; 0 means 0.95.
+	Knee float64
+	// Timeout bounds each request; 0 means 30s. A request that runs out of
+	// it makes its setting too slow.
+	Timeout time.Duration
+	// Texts are the inputs, cycled, each sent with a unique suffix; nil
+	// means the plugin's 50-document set.
+	Texts []string
+	// Progress, when set, is called after each setting is measured.
+	Progress func(done, total int, step string)
+	// HTTPClient sends the requests; nil means a pooled client.
+	HTTPClient *http.Client
+}
+
+// Defaults of TuneOptions' zero values.
+const (
+	DefaultMaxConcurrency = 64
+	DefaultStepDuration   = 2 * time.Second
+	DefaultStepRequests   = 400
+	DefaultMaxLatency     = 2 * time.Second
+	DefaultKnee           = 0.95
+)
+
+// TuneSchemaVersion is the version of TuneReport's JSON, with the same
+// rules as SchemaVersion.
+const TuneSchemaVersion = 1
+
+// TuneReport is Tune's result and tune's --json document.
+type TuneReport struct {
+	SchemaVersion int          `json:"schema_version"`
+	StartedAt     time.Time    `json:"started_at"`
+	Target        TuneTarget   `json:"target"`
+	Settings      TuneSettings `json:"settings"`
+	// Steps are the settings measured, in order: batch sizes ascending,
+	// and for each, concurrency ascending.
+	Steps []Step `json:"steps"`
+	// Best is the step of highest throughput.
+	Best Choice `json:"best"`
+	// Recommended is the smallest setting reaching Knee × Best's
+	// throughput.
+	Recommended Choice `json:"recommended"`
+	// Env is what --write-env writes.
+	Env []plan.EnvVar `json:"env"`
+}
+
+// TuneTarget is the server tuned, as its GET /info describes it.
+type TuneTarget struct {
+	URL                   string `json:"url"`
+	ModelID               string `json:"model_id"`
+	TEIVersion            string `json:"tei_version"`
+	MaxClientBatchSize    int    `json:"max_client_batch_size"`
+	MaxBatchTokens        int    `json:"max_batch_tokens"`
+	MaxConcurrentRequests int    `json:"max_concurrent_requests"`
+}
+
+// TuneSettings are the limits the sweep ran under.
+type TuneSettings struct {
+	MaxBatch       int     `json:"max_batch"`
+	MaxConcurrency int     `json:"max_concurrency"`
+	StepDurationS  float64 `json:"step_duration_s"`
+	StepRequests   int     `json:"step_requests"`
+	MaxLatencyS    float64 `json:"max_latency_s"`
+	Knee           float64 `json:"knee"`
+}
+
+// Step outcomes.
+const (
+	// OutcomeOK: every request succeeded within the latency limit.
+	OutcomeOK = "ok"
+	// OutcomeRefused: the server answered 413, 422, 429 or 5xx.
+	OutcomeRefused = "refused"
+	// OutcomeSlow: p95 latency was above the limit, or a request timed out.
+	OutcomeSlow = "slow"
+	// OutcomeSkipped: batch × concurrency inputs exceed TEI's
+	// max_concurrent_requests permits, which TEI would answer with 429.
+	OutcomeSkipped = "skipped"
+)
+
+// Step is one setting's measurement.
+type Step struct {
+	Batch       int `json:"batch"`
+	Concurrency int `json:"concurrency"`
+	// Requests and Inputs count the measured requests and their inputs.
+	Requests  int     `json:"requests"`
+	Inputs    int     `json:"inputs"`
+	DurationS float64 `json:"duration_s"`
+	// Throughput is inputs per second of wall time.
+	Throughput float64 `json:"throughput"`
+	P50        float64 `json:"p50_s"`
+	P95        float64 `json:"p95_s"`
+	P99        float64 `json:"p99_s"`
+	Outcome    string  `json:"outcome"`
+	// Reason says why a step is not ok.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Choice is a setting picked from the steps.
+type Choice struct {
+	Batch       int     `json:"batch"`
+	Concurrency int     `json:"concurrency"`
+	Throughput  float64 `json:"throughput"`
+	P95         float64 `json:"p95_s"`
+}
+
+// Env keys tune writes.
+const (
+	EnvBatch       = "EMBEDDING_BATCH"
+	EnvConcurrency = "EMBEDDING_CONCURRENCY"
+)
+
+// Tune sweeps client batch size and concurrency against TEI and
+// recommends the throughput knee. See TuneOptions for the bounds.
+func Tune(ctx context.Context, o TuneOptions) (*TuneReport, error) {
+	o = o.withDefaults()
+	if o.MaxBatch < 0 || o.MaxConcurrency < 1 || o.StepRequests < 1 || o.StepDuration <= 0 || o.MaxLatency <= 0 || o.Knee <= 0 || o.Knee > 1 {
+		return nil, errors.New("tune: batch, concurrency, step bounds and latency limit must be positive, and the knee in (0, 1]")
+	}
+	hc := o.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Transport: tei.NewTransport()}
+	}
+	c, err := newClient(ctx, Target{URL: o.URL, Token: o.Token}, hc, o.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	rep := &TuneReport{
+		SchemaVersion: TuneSchemaVersion,
+		StartedAt:     time.Now().UTC(),
+		Target:        TuneTarget{URL: c.embed.BaseURL()},
+	}
+	if c.info == nil {
+		return nil, fmt.Errorf("tune: GET %s/info: %w", rep.Target.URL, c.infoErr)
+	}
+	i := c.info
+	rep.Target.ModelID, rep.Target.TEIVersion = i.ModelID, i.Version
+	rep.Target.MaxClientBatchSize, rep.Target.MaxBatchTokens, rep.Target.MaxConcurrentRequests = i.MaxClientBatchSize, i.MaxBatchTokens, i.MaxConcurrentRequests
+	if o.MaxBatch == 0 {
+		if i.MaxClientBatchSize == 0 {
+			return nil, fmt.Errorf("tune: GET %s/info gave no max_client_batch_size; set the largest batch to try", rep.Target.URL)
+		}
+		o.MaxBatch = i.MaxClientBatchSize
+	}
+	rep.Settings = TuneSettings{
+		MaxBatch: o.MaxBatch, MaxConcurrency: o.MaxConcurrency,
+		StepDurationS: o.StepDuration.Seconds(), StepRequests: o.StepRequests,
+		MaxLatencyS: o.MaxLatency.Seconds(), Knee: o.Knee,
+	}
+
+	batches, concs := doublings(o.MaxBatch), doublings(o.MaxConcurrency)
+	total, done := len(batches)*len(concs), 0
+	measure := func(ctx context.Context, b, n int) (Step, error) {
+		st, err := measureStep(ctx, c, o, b, n)
+		done++
+		if o.Progress != nil {
+			o.Progress(done, total, fmt.Sprintf("batch %d × %d", b, n))
+		}
+		return st, err
+	}
+	rep.Steps, err = sweepGrid(ctx, batches, concs, rep.Target.MaxConcurrentRequests, measure)
+	if err != nil {
+		return nil, err
+	}
+	if o.Progress != nil {
+		o.Progress(total, total, "done")
+	}
+	best, rec, ok := knee(rep.Steps, o.Knee)
+	if !ok {
+		return rep, fmt.Errorf("tune: no setting succeeded; the first answer was: %s", firstReason(rep.Steps))
+	}
+	rep.Best, rep.Recommended = best, rec
+	rep.Env = []plan.EnvVar{
+		{Key: EnvBatch, Value: strconv.Itoa(rec.Batch)},
+		{Key: EnvConcurrency, Value: strconv.Itoa(rec.Concurrency)},
+	}
+	return rep, nil
+}
+
+func (o TuneOptions) withDefaults() TuneOptions {
+	if o.MaxConcurrency == 0 {
+		o.MaxConcurrency = DefaultMaxConcurrency
+	}
+	if o.StepDuration == 0 {
+		o.StepDuration = DefaultStepDuration
+	}
+	if o.StepRequests == 0 {
+		o.StepRequests = DefaultStepRequests
+	}
+	if o.MaxLatency == 0 {
+		o.MaxLatency = DefaultMaxLatency
+	}
+	if o.Knee == 0 {
+		o.Knee = DefaultKnee
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if len(o.Texts) == 0 {
+		o.Texts = longDocs
+	}
+	return o
+}
+
+// doublings are 1, 2, 4, ... up to limit, and limit itself.
+func doublings(limit int) []int {
+	var out []int
+	for v := 1; v < limit; v *= 2 {
+		out = append(out, v)
+	}
+	return append(out, limit)
+}
+
+// measureFunc measures one setting. An error ends the whole sweep; a
+// refusal or slowness is a Step outcome.
+type measureFunc func(ctx context.Context, batch, concurrency int) (Step, error)
+
+// sweepGrid walks batch sizes upward and, for each, concurrency upward.
+// A step that is refused or too slow stops its concurrency direction, and
+// later batches stay below that concurrency, since more inputs in flight
+// fare no better; when even one client fails, the batch direction stops.
+// Settings needing more inputs in flight than TEI's permits are skipped.
+func sweepGrid(ctx context.Context, batches, concs []int, permits int, measure measureFunc) ([]Step, error) {
+	var steps []Step
+	limit := len(concs)
+	for _, b := range batches {
+		okAny := false
+		for i := range limit {
+			n := concs[i]
+			if permits > 0 && b*n > permits {
+				steps = append(steps, Step{Batch: b, Concurrency: n, Outcome: OutcomeSkipped,
+					Reason: fmt.Sprintf("%d inputs in flight exceed TEI's max_concurrent_requests %d", b*n, permits)})
+				limit = i
+				break
+			}
+			st, err := measure(ctx, b, n)
+			if err != nil {
+				return steps, err
+			}
+			steps = append(steps, st)
+			if st.Outcome != OutcomeOK {
+				limit = i
+				break
+			}
+			okAny = true
+		}
+		if !okAny {
+			break
+		}
+	}
+	return steps, nil
+}
+
+// knee picks the best step and the recommendation: of the ok steps
+// reaching frac × the best throughput, the one with the fewest inputs in
+// flight (batch × concurrency), then the fewest concurrent requests, then
+// the lowest p95.
+func knee(steps []Step, frac float64) (best, rec Choice, ok bool) {
+	var bestStep, recStep *Step
+	for i := range steps {
+		s := &steps[i]
+		if s.Outcome == OutcomeOK && (bestStep == nil || s.Throughput > bestStep.Throughput) {
+			bestStep = s
+		}
+	}
+	if bestStep == nil {
+		return Choice{}, Choice{}, false
+	}
+	for i := range steps {
+		s := &steps[i]
+		if s.Outcome != OutcomeOK || s.Throughput < frac*bestStep.Throughput {
+			continue
+		}
+		if recStep == nil || less(s, recStep) {
+			recStep = s
+		}
+	}
+	choice := func(s *Step) Choice {
+		return Choice{Batch: s.Batch, Concurrency: s.Concurrency, Throughput: s.Throughput, P95: s.P95}
+	}
+	return choice(bestStep), choice(recStep), true
+}
+
+func less(a, b *Step) bool {
+	if fa, fb := a.Batch*a.Concurrency, b.Batch*b.Concurrency; fa != fb {
+		return fa < fb
+	}
+	if a.Concurrency != b.Concurrency {
+		return a.Concurrency < b.Concurrency
+	}
+	return a.P95 < b.P95
+}
+
+func firstReason(steps []Step) string {
+	for _, s := range steps {
+		if s.Reason != "" {
+			return fmt.Sprintf("batch %d × %d: %s", s.Batch, s.Concurrency, s.Reason)
+		}
+	}
+	return "no step ran"
+}
+
+// measureStep warms up with one request per client, then drives TEI with
+// concurrency clients sending batch unique inputs each.
+func measureStep(ctx context.Context, c *client, o TuneOptions, batch, concurrency int) (Step, error) {
+	st := Step{Batch: batch, Concurrency: concurrency}
+	var next atomic.Int64
+	call := func(ctx context.Context) error {
+		first := int(next.Add(int64(batch))) - batch
+		texts := make([]string, batch)
+		for i := range texts {
+			texts[i] = unique(o.Texts[(first+i)%len(o.Texts)])
+		}
+		return c.teiEmbed(ctx, texts)
+	}
+	l, err := drive(ctx, concurrency, o.StepDuration+o.Timeout, concurrency, call)
+	if err == nil {
+		l, err = drive(ctx, concurrency, o.StepDuration, o.StepRequests, call)
+	}
+	if err != nil {
+		return classifyStep(ctx, st, err)
+	}
+	s := summarize(seconds(l.latencies), 1)
+	st.Requests = len(l.latencies)
+	st.Inputs = st.Requests * batch
+	st.DurationS = l.elapsed.Seconds()
+	if l.elapsed > 0 {
+		st.Throughput = float64(st.Inputs) / l.elapsed.Seconds()
+	}
+	st.P50, st.P95, st.P99 = s.P50, s.P95, s.P99
+	st.Outcome = OutcomeOK
+	if p95 := time.Duration(s.P95 * float64(time.Second)); p95 > o.MaxLatency {
+		st.Outcome = OutcomeSlow
+		st.Reason = fmt.Sprintf("p95 %s above the limit %s", p95.Round(time.Millisecond), o.MaxLatency)
+	}
+	return st, nil
+}
+
+// classifyStep turns a failed step into an outcome, or returns the error
+// when it is not the server's limit speaking: a caller error (400, 401,
+// 404, ...), a refused connection, or the tune itself being stopped.
+func classifyStep(ctx context.Context, st Step, err error) (Step, error) {
+	if ctx.Err() != nil {
+		return st, ctx.Err()
+	}
+	if se, ok := errors.AsType[*StatusError](err); ok {
+		switch s := se.Status; {
+		case s == http.StatusRequestEntityTooLarge, s == http.StatusUnprocessableEntity, s == http.StatusTooManyRequests, s >= 500:
+			st.Outcome, st.Reason = OutcomeRefused, fmt.Sprintf("HTTP %d: %s", s, se.Body)
+			return st, nil
+		}
+		return st, fmt.Errorf("batch %d × %d: %w", st.Batch, st.Concurrency, err)
+	}
+	if te, ok := errors.AsType[*tei.TransportError](err); ok && te.Kind == tei.KindTimeout {
+		st.Outcome, st.Reason = OutcomeSlow, "a request ran out of its timeout"
+		return st, nil
+	}
+	return st, fmt.Errorf("batch %d × %d: %w", st.Batch, st.Concurrency, err)
+}
