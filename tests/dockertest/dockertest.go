@@ -49,7 +49,7 @@ var configureOnce sync.Once
 func configure() {
 	configureOnce.Do(func() {
 		for k, v := range map[string]string{
-			"TESTCONTAINERS_RYUK_DISABLED":  "true",
+			"TESTCONTAINERS_RYUK_DISABLED": "true",
 			"TESTCONTAINERS_HOST_OVERRIDE": "localhost",
 		} {
 			if _, ok := os.LookupEnv(k); !ok {

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tei-sidecar/tei-sidecar/tests/dockertest"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
-	"github.com/tei-sidecar/tei-sidecar/tests/dockertest"
 )
 
 // teiImage is the real TEI CPU image's tag; the simulator is built under it
