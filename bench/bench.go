@@ -83,7 +83,9 @@ type TargetReport struct {
 	RerankURL string `json:"rerank_url"`
 	Face      Face   `json:"face"`
 	// ModelID and TEIVersion come from GET /info; empty when it gave none.
-	ModelID       string `json:"model_id,omitempty"`
+	ModelID string `json:"model_id,omitempty"`
+	// RerankModelID comes from GET /info of a separate RerankURL; empty
+	// when rerank calls go to URL.
 	RerankModelID string `json:"rerank_model_id,omitempty"`
 	TEIVersion    string `json:"tei_version,omitempty"`
 	// Model is the openai face's "model"; empty on other faces.
@@ -308,12 +310,11 @@ func (c *client) report() TargetReport {
 	}
 	if c.info != nil {
 		r.ModelID, r.TEIVersion = c.info.ModelID, c.info.Version
-		r.RerankModelID = c.info.ModelID
 	}
+	// The sidecar's /info describes its embedding model only, so the
+	// reranker is named only when it has a URL of its own.
 	if c.rinfo != nil {
 		r.RerankModelID = c.rinfo.ModelID
-	} else if c.rerank != c.embed {
-		r.RerankModelID = ""
 	}
 	return r
 }

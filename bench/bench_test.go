@@ -134,6 +134,11 @@ func TestBenchSidecarRows(t *testing.T) {
 	if calls["50 documents embedding"] != 2 || calls["10 queries embedding"] != 10 || calls["20 documents embedding"] != 1 {
 		t.Errorf("calls per iteration = %v", calls)
 	}
+	// A miss waits for the simulator's 1ms batch; a hit never reaches it.
+	miss, hit := rep.Rows[8].Target, rep.Rows[9].Target
+	if rep.Rows[8].Cache != CacheMiss || rep.Rows[9].Cache != CacheHit || miss.Median < 0.001 || hit.Median >= miss.Median {
+		t.Errorf("cache rows: miss median %.2fms, hit median %.2fms; want the miss at least 1ms and slower", miss.Median*1000, hit.Median*1000)
+	}
 	if len(rep.Sweep) != 2 || rep.Sweep[1].Clients != 4 || rep.Sweep[1].Target.Requests == 0 {
 		t.Errorf("sweep = %+v", rep.Sweep)
 	}
@@ -227,7 +232,8 @@ func TestBenchJSONSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	statsKeys := []string{"times_s", "mean_s", "median_s", "stddev_s", "min_s", "max_s", "p50_s", "p95_s", "p99_s", "throughput"}
-	targetKeys := []string{"url", "rerank_url", "face", "model_id", "rerank_model_id", "tei_version", "documents_batch"}
+	// rerank_model_id is absent: rerank calls go to the target's URL.
+	targetKeys := []string{"url", "rerank_url", "face", "model_id", "tei_version", "documents_batch"}
 	loadKeys := []string{"requests", "duration_s", "throughput", "mean_s", "p50_s", "p95_s", "p99_s"}
 	keys(t, "report", doc, "schema_version", "started_at", "target", "baseline", "scale", "rows", "sweep")
 	if doc["schema_version"] != float64(SchemaVersion) {
@@ -260,7 +266,7 @@ func TestBenchJSONSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range slices.Concat(statsKeys, targetKeys, loadKeys, []string{"schema_version", "started_at", "scale", "rows", "sweep", "kind", "extra", "cache", "items", "unit", "calls", "warmup", "iterations", "ratio", "speedup", "clients", "model"}) {
+	for _, k := range slices.Concat(statsKeys, targetKeys, loadKeys, []string{"rerank_model_id", "schema_version", "started_at", "scale", "rows", "sweep", "kind", "extra", "cache", "items", "unit", "calls", "warmup", "iterations", "ratio", "speedup", "clients", "model"}) {
 		if !strings.Contains(doc2, "`"+k+"`") {
 			t.Errorf("README_SECTION.md does not document %q", k)
 		}

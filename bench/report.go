@@ -64,7 +64,7 @@ func WriteText(w io.Writer, r *Report) error {
 func summary(p *printer, title, who string, t TargetReport, rows []Row, stats func(Row) Stats) {
 	p.printf("\n%s\n%s\n%s\n", rule, title, rule)
 	p.printf("%s: %s\n", who, describe(t.URL, t.Face, t.ModelID, t.TEIVersion))
-	if t.RerankURL != t.URL || t.RerankModelID != t.ModelID {
+	if t.RerankURL != t.URL {
 		p.printf("Rerank: %s\n", describe(t.RerankURL, t.Face, t.RerankModelID, ""))
 	}
 	p.printf("\n%-40s %-12s %s\n", "Test", "Avg Time", "Throughput")
