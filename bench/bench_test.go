@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -213,7 +214,7 @@ func TestBenchBaselineRatios(t *testing.T) {
 }
 
 // TestBenchJSONSchema checks the --json document against the schema
-// README_SECTION.md documents: every documented key present, no other.
+// README.md documents: every documented key present, no other.
 func TestBenchJSONSchema(t *testing.T) {
 	embedURL, rerankURL := simulators(t)
 	url := sidecar(t, embedURL, rerankURL)
@@ -268,7 +269,7 @@ func TestBenchJSONSchema(t *testing.T) {
 	}
 	for _, k := range slices.Concat(statsKeys, targetKeys, loadKeys, []string{"rerank_model_id", "schema_version", "started_at", "scale", "rows", "sweep", "kind", "extra", "cache", "items", "unit", "calls", "warmup", "iterations", "ratio", "speedup", "clients", "model"}) {
 		if !strings.Contains(doc2, "`"+k+"`") {
-			t.Errorf("README_SECTION.md does not document %q", k)
+			t.Errorf("README.md does not document %q", k)
 		}
 	}
 }
@@ -292,10 +293,20 @@ func keys(t *testing.T, what string, v any, want ...string) {
 	}
 }
 
-// readSection reads the user documentation this package ships.
+// readSection reads the README's section on bench, the documentation
+// users read.
 func readSection() (string, error) {
-	b, err := os.ReadFile("README_SECTION.md")
-	return string(b), err
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		return "", err
+	}
+	s := string(b)
+	start := strings.Index(s, "## Benchmarking: `tei-sidecar bench`")
+	end := strings.Index(s, "## Tuning: `tei-sidecar tune`")
+	if start < 0 || end < start {
+		return "", errors.New("README.md has no bench section")
+	}
+	return s[start:end], nil
 }
 
 // TestBenchSidecarFaces runs the rows through the sidecar's openai and
