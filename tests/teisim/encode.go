@@ -90,7 +90,6 @@ func (s *Server) encode(in input, opt encodeOptions) (encoded, *apiError) {
 		}
 		ids = tokenIDs(s.model.vocab.withSpecials(content))
 	}
-	s.metrics.inputLength.WithLabelValues().Observe(float64(len(ids)))
 	return encoded{ids: ids, tokenization: time.Since(start)}, nil
 }
 
@@ -126,7 +125,6 @@ func (s *Server) encodePair(a, b string, opt encodeOptions) (encoded, *apiError)
 	pairAt := len(ids)
 	ids = append(ids, tokenIDs(tb)...)
 	ids = append(ids, v.sep.id)
-	s.metrics.inputLength.WithLabelValues().Observe(float64(len(ids)))
 	return encoded{ids: ids, pairAt: pairAt, tokenization: time.Since(start)}, nil
 }
 

@@ -1,6 +1,7 @@
 package teisim
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -84,13 +85,19 @@ type openAIError struct {
 }
 
 func writeJSON(w http.ResponseWriter, status int, body any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	// serde writes <, > and & as they are; so must the simulator.
 	enc.SetEscapeHTML(false)
+	if err := enc.Encode(body); err != nil {
+		writePlain(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	// TEI (axum's Json) ends its bodies without a newline; Encode adds one.
 	// The client may be gone; there is nobody to tell.
-	_ = enc.Encode(body)
+	_, _ = w.Write(bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}))
 }
 
 func writeNativeError(w http.ResponseWriter, e *apiError) {

@@ -91,6 +91,7 @@ func (s *Server) execute(r *http.Request, j job) (encs []encoded, m meta, releas
 			counted.metric = "tokenization"
 			return nil, m, release, &counted
 		}
+		s.metrics.inputLength.WithLabelValues().Observe(float64(len(enc.ids)))
 		encs[i], tokens[i] = enc, len(enc.ids)
 		m.tokens += len(enc.ids)
 		m.tokenization += enc.tokenization

@@ -38,8 +38,9 @@ type Fault struct {
 	// TEI's for that status: 429 Overloaded, 503 Unhealthy, 400 Empty,
 	// 413/422 Validation, anything else Backend.
 	ErrorStatus int
-	// Stall delays every inference answer, holding its permits, until it
-	// passes or the client goes away.
+	// Stall delays every inference answer (holding its permits) and every
+	// /health answer, until it passes or the client goes away: TEI's health
+	// check runs an inference, so a hung backend hangs both.
 	Stall time.Duration
 	// Unhealthy makes /health answer 503. Inference keeps working; combine
 	// with ErrorRate 1 to simulate a dead backend.
