@@ -1,0 +1,106 @@
+package tei
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/tei-sidecar/tei-sidecar/hwdetect"
+	"github.com/tei-sidecar/tei-sidecar/plan"
+)
+
+// Cause is a known reason TEI fails to start.
+type Cause string
+
+// Causes a Diagnosis recognises.
+const (
+	CauseUnknown Cause = ""
+	// CauseComputeCap: the image was built for another GPU architecture.
+	CauseComputeCap Cause = "compute-capability-mismatch"
+	// CauseNoGPURuntime: Docker cannot hand containers GPUs (no NVIDIA
+	// Container Toolkit).
+	CauseNoGPURuntime Cause = "no-nvidia-runtime"
+	// CauseOutOfMemory: the warm-up batch did not fit in memory.
+	CauseOutOfMemory Cause = "out-of-memory"
+)
+
+// Diagnosis says why TEI failed and what to do.
+type Diagnosis struct {
+	Cause Cause
+	// Advice is one line for the user; empty when the cause is unknown.
+	Advice string
+}
+
+var (
+	computeCapRe = regexp.MustCompile(`Runtime compute cap (\d+) is not compatible with compile time compute cap (\d+)`)
+	oomRe        = regexp.MustCompile(`(?i)out of memory|CUDA_ERROR_OUT_OF_MEMORY|OutOfMemory`)
+	noDriverRe   = regexp.MustCompile(`could not select device driver "[^"]*"`)
+	versionRe    = regexp.MustCompile(`^\d+\.\d+\.\d+$`)
+)
+
+// Diagnose reads TEI's log lines (and error messages) from a failed start
+// of p and names the cause it recognises.
+func Diagnose(lines []string, p plan.Plan) Diagnosis {
+	text := strings.Join(lines, "\n")
+	if m := computeCapRe.FindStringSubmatch(text); m != nil {
+		runtime, compiled := capString(m[1]), capString(m[2])
+		advice := fmt.Sprintf("the image %s is built for compute capability %s but the GPU has %s", orUnknown(p.Image), compiled, runtime)
+		if fit, err := imageFor(runtime, versionOf(p.Image)); err == nil {
+			advice += fmt.Sprintf(": use %s (set GPU_COMPUTE_CAP=%s so the plan picks it, or TEI_IMAGE=%s)", fit, runtime, fit)
+		}
+		return Diagnosis{CauseComputeCap, advice}
+	}
+	if noDriverRe.MatchString(text) {
+		return Diagnosis{CauseNoGPURuntime, "Docker cannot give containers a GPU: install the NVIDIA Container Toolkit " +
+			"(then `nvidia-ctk runtime configure --runtime=docker` and restart Docker), " +
+			"or set TEI_FALLBACK_CPU=true to run TEI on the CPU image instead"}
+	}
+	if oomRe.MatchString(text) {
+		return Diagnosis{CauseOutOfMemory, fmt.Sprintf("TEI ran out of memory warming up a %d-token batch: "+
+			"lower TEI_MAX_BATCH_TOKENS, free GPU memory, or set RERANK_ENABLE=false so the embedding model has the GPU to itself", p.MaxBatchTokens)}
+	}
+	return Diagnosis{}
+}
+
+// capString turns TEI's "86" into "8.6" and "100" into "10.0".
+func capString(n string) string {
+	v, err := strconv.Atoi(n)
+	if err != nil {
+		return n
+	}
+	return fmt.Sprintf("%d.%d", v/10, v%10)
+}
+
+// versionOf finds the TEI release in an image tag ("cpu-1.9.3", "1.9.3").
+func versionOf(image string) string {
+	tag := image[strings.LastIndex(image, ":")+1:]
+	if i := strings.LastIndex(tag, "-"); i >= 0 {
+		tag = tag[i+1:]
+	}
+	if versionRe.MatchString(tag) {
+		return tag
+	}
+	return plan.DefaultTEIVersion
+}
+
+// imageFor asks the planner which image runs on a GPU of compute
+// capability cc: the same rule that chose the failing one.
+func imageFor(cc, version string) (string, error) {
+	off := false
+	hw := hwdetect.Hardware{OS: "linux", Arch: "amd64", GPUs: []hwdetect.GPU{{
+		ComputeCap: hwdetect.Fact[string]{Value: cc, Source: hwdetect.SourceOverride},
+	}}}
+	res, err := plan.Make(hw, plan.Settings{TEIVersion: version, RerankEnable: &off})
+	if err != nil {
+		return "", err
+	}
+	return res.Plans[0].Image, nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "(unknown)"
+	}
+	return s
+}

@@ -1,0 +1,192 @@
+package tei
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/tei-sidecar/tei-sidecar/plan"
+)
+
+// StatusSink learns when a TEI goes down and comes back; *proxy.Server is
+// one. SetDown is called with the upstream's name ("embed" or "rerank")
+// and why it cannot answer, and with an empty reason once TEI is ready
+// again. It must be safe for concurrent use.
+type StatusSink interface {
+	SetDown(name, reason string)
+}
+
+// SuperviseOptions tunes a Supervisor. Zero values are the defaults.
+type SuperviseOptions struct {
+	// HealthEvery is the time between /health checks. Zero means 5s.
+	HealthEvery time.Duration
+	// Failures is how many failed checks in a row mean TEI is down. Zero
+	// means 3.
+	Failures int
+	// RestartMin is the first restart's delay, doubled after each failed
+	// restart. Zero means 1s.
+	RestartMin time.Duration
+	// RestartMax caps the delay; a TEI that stays up that long starts
+	// again from RestartMin. Zero means 1m.
+	RestartMax time.Duration
+}
+
+func (o SuperviseOptions) withDefaults() SuperviseOptions {
+	if o.HealthEvery <= 0 {
+		o.HealthEvery = 5 * time.Second
+	}
+	if o.Failures <= 0 {
+		o.Failures = 3
+	}
+	if o.RestartMin <= 0 {
+		o.RestartMin = time.Second
+	}
+	if o.RestartMax <= 0 {
+		o.RestartMax = time.Minute
+	}
+	o.RestartMax = max(o.RestartMax, o.RestartMin)
+	return o
+}
+
+// Supervisor keeps one TEI running: it notices when TEI exits or stops
+// answering /health, marks it down, restarts it with back-off and marks it
+// up once it is ready again.
+type Supervisor struct {
+	launcher Launcher
+	plan     plan.Plan
+	sink     StatusSink
+	opts     SuperviseOptions
+	log      *slog.Logger
+}
+
+// NewSupervisor returns a supervisor that restarts p with l and reports to
+// sink.
+func NewSupervisor(l Launcher, p plan.Plan, sink StatusSink, opts SuperviseOptions, log *slog.Logger) *Supervisor {
+	return &Supervisor{launcher: l, plan: p, sink: sink, opts: opts.withDefaults(), log: log.With("tei", ShortName(p.Role))}
+}
+
+// releaseTimeout bounds stopping TEI when supervision ends.
+const releaseTimeout = 30 * time.Second
+
+// Run supervises inst, launched from the supervisor's plan, until ctx
+// ends; it then releases the instance it holds (Instance.Release: stopped,
+// unless the launcher keeps it) and returns.
+func (s *Supervisor) Run(ctx context.Context, inst *Instance) {
+	name := ShortName(s.plan.Role)
+	defer func() {
+		if inst != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+			defer cancel()
+			if err := inst.Release(rctx); err != nil {
+				s.log.Warn("stopping TEI", "err", err.Error())
+			}
+		}
+	}()
+	b := newRestartBackoff(s.opts.RestartMin, s.opts.RestartMax, 0.2)
+	upSince := time.Now()
+	for {
+		reason := s.watch(ctx, inst)
+		if ctx.Err() != nil {
+			return
+		}
+		down := time.Now()
+		s.sink.SetDown(name, reason)
+		s.log.Warn("TEI is down: restarting it", "reason", reason, "id", inst.ID)
+		if time.Since(upSince) >= s.opts.RestartMax {
+			b.Reset() // it had been up a while: not a crash loop
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		if err := inst.Stop(sctx); err != nil {
+			s.log.Warn("removing the failed TEI", "err", err.Error())
+		}
+		cancel()
+		inst = nil
+		for inst == nil {
+			delay := b.NextBackOff()
+			s.log.Info("restarting TEI", "in", delay.Round(10*time.Millisecond).String())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			next, err := s.launcher.Launch(ctx, s.plan)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.log.Error("restarting TEI failed", "err", err.Error())
+				continue
+			}
+			inst = next
+		}
+		upSince = time.Now()
+		s.sink.SetDown(name, "")
+		s.log.Info("TEI recovered", "url", inst.URL, "id", inst.ID, "down_for", time.Since(down).Round(100*time.Millisecond).String())
+	}
+}
+
+// watch returns why inst is down, or "" when ctx ends first.
+func (s *Supervisor) watch(ctx context.Context, inst *Instance) string {
+	c, done, err := probeClient(inst.URL)
+	if err != nil {
+		return err.Error()
+	}
+	defer done()
+	t := time.NewTicker(s.opts.HealthEvery)
+	defer t.Stop()
+	fails := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return ""
+		case <-inst.Done():
+			err := inst.Err()
+			var ee *ExitError
+			if errors.As(err, &ee) {
+				if d := Diagnose(ee.Logs, inst.Plan); d.Advice != "" {
+					s.log.Warn("TEI exited", "status", ee.Status, "diagnosis", d.Advice)
+				}
+				if len(ee.Logs) > 0 {
+					s.log.Warn("TEI's last log lines", "lines", ee.Logs)
+				}
+			}
+			return err.Error()
+		case <-t.C:
+			hctx, cancel := context.WithTimeout(ctx, min(s.opts.HealthEvery, probeTimeout))
+			err := c.Health(hctx)
+			cancel()
+			if ctx.Err() != nil {
+				return ""
+			}
+			if err == nil {
+				fails = 0
+				continue
+			}
+			fails++
+			s.log.Debug("TEI health check failed", "failures", fails, "err", err.Error())
+			if fails >= s.opts.Failures {
+				return fmt.Sprintf("TEI failed %d health checks in a row: %v", fails, err)
+			}
+		}
+	}
+}
+
+// newRestartBackoff doubles from min to max, each delay varied by ±jitter
+// (a fraction), and never gives up.
+func newRestartBackoff(min, max time.Duration, jitter float64) backoff.BackOff {
+	b := &backoff.ExponentialBackOff{
+		InitialInterval:     min,
+		RandomizationFactor: jitter,
+		Multiplier:          2,
+		MaxInterval:         max,
+		MaxElapsedTime:      0,
+		Stop:                backoff.Stop,
+		Clock:               backoff.SystemClock,
+	}
+	b.Reset()
+	return b
+}
