@@ -186,7 +186,10 @@ func (s *Server) teiError(c echo.Context, err error) error {
 	if retry > 0 {
 		c.Response().Header().Set("Retry-After", strconv.Itoa(retry))
 	}
-	return c.JSON(st, teiErrorBody{Error: msg, ErrorType: typ})
+	// json.Marshal, unlike echo's encoder, adds no newline: TEI's bodies end
+	// with the closing brace.
+	b, _ := json.Marshal(teiErrorBody{Error: msg, ErrorType: typ})
+	return c.Blob(st, echo.MIMEApplicationJSON, b)
 }
 
 // classify maps an error to a status, TEI error_type, message and
