@@ -79,7 +79,7 @@ type Config struct {
 	// /metrics on the main port.
 	PrometheusPort int `name:"prometheus-port" default:"9000" help:"Accepted and ignored (metrics are on the main port)."`
 	// CORSAllowOrigin lists the allowed origins; empty or "*" allows any.
-	CORSAllowOrigin []string `name:"cors-allow-origin" help:"Allowed CORS origins (default: any)."`
+	CORSAllowOrigin []string `name:"cors-allow-origin" placeholder:"ORIGIN" help:"Allowed CORS origins (default: any)."`
 
 	// Sim holds the simulator's own knobs, flags --sim-*.
 	Sim SimConfig `embed:"" prefix:"sim-"`
@@ -107,7 +107,7 @@ type SimConfig struct {
 	StartupDelay time.Duration `name:"startup-delay" help:"Binary only: delay before the port opens."`
 	// ErrorRate is the fraction of inference requests answered with
 	// ErrorStatus, in [0, 1].
-	ErrorRate float64 `name:"error-rate" help:"Fraction of inference requests that fail."`
+	ErrorRate float64 `name:"error-rate" placeholder:"RATE" help:"Fraction of inference requests that fail."`
 	// ErrorStatus is the status of injected failures; default 424. The body
 	// is TEI's error for that status (429 Overloaded, 503 Unhealthy, ...).
 	ErrorStatus int `name:"error-status" default:"424" help:"Status of injected failures."`
