@@ -1,0 +1,87 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+)
+
+// TestOpenAPIContract checks the document the server serves at
+// /openapi.json: it is a valid OpenAPI 3 document, and the answers of the
+// routes it describes, successes and errors, fit it.
+func TestOpenAPIContract(t *testing.T) {
+	_, _, _, p, _ := facesSetup(t, func(c *Config) { c.BearerTokens = []string{"tok"} })
+	resp, err := http.Get(p + "/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	doc, err := openapi3.NewLoader().LoadFromData(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := doc.Validate(t.Context()); err != nil {
+		t.Fatalf("invalid document: %v", err)
+	}
+	doc.Servers = openapi3.Servers{{URL: p}}
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		method, path, token, body string
+		status                    int
+	}{
+		{"POST", "/plugin/embed_query", "tok", `{"text":"What is machine learning?"}`, 200},
+		{"POST", "/plugin/embed_documents", "tok", `{"texts":["a b","c d"]}`, 200},
+		{"POST", "/plugin/rerank", "tok", `{"query":"deep learning","passages":["deep learning","cooking","learning"],"k":3,"final_n":2}`, 200},
+		{"POST", "/plugin/rerank", "tok", `{"query":"q","passages":["a"],"k":0}`, 422},
+		{"POST", "/plugin/embed_query", "bad", `{"text":"x"}`, 401},
+		{"POST", "/v1/embeddings", "tok", `{"input":["a","b"],"model":"BAAI/bge-small-en-v1.5","encoding_format":"base64"}`, 200},
+		{"POST", "/v1/embeddings", "tok", `{"input":"a","model":"BAAI/bge-small-en-v1.5","dimensions":256}`, 400},
+		{"POST", "/v1/embeddings", "tok", `{"input":"a","model":"nope"}`, 404},
+		{"GET", "/v1/models", "tok", "", 200},
+		{"POST", "/v1/rerank", "tok", `{"query":"q","documents":["a",{"text":"b"}],"top_n":1,"return_documents":true}`, 200},
+		{"POST", "/v2/rerank", "tok", `{"model":"BAAI/bge-reranker-v2-m3","query":"q","documents":["a","b"]}`, 200},
+		{"GET", "/ready", "", "", 200},
+		{"GET", "/status", "tok", "", 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.method+" "+tc.path+" "+tc.token+" "+tc.body, func(t *testing.T) {
+			req, _ := http.NewRequestWithContext(t.Context(), tc.method, p+tc.path, strings.NewReader(tc.body))
+			if tc.body != "" {
+				req.Header.Set("Content-Type", "application/json")
+			}
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			route, params, err := router.FindRoute(req)
+			if err != nil {
+				t.Fatalf("the document has no %s %s: %v", tc.method, tc.path, err)
+			}
+			opts := &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true,
+				AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}
+			in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: opts}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %.200s", resp.StatusCode, tc.status, data)
+			}
+			out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header, Options: opts}
+			out.SetBodyBytes(data)
+			if err := openapi3filter.ValidateResponse(t.Context(), out); err != nil {
+				t.Errorf("answer does not fit the document: %v\n%.300s", err, data)
+			}
+		})
+	}
+}
