@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -518,10 +519,18 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	}
 
 	tei.stop()
-	// Load while TEI is gone: each miss fails; the breaker opens.
-	for i := range 10 {
-		post(t, p, "/embed", fmt.Sprintf(`{"inputs":"miss %d"}`, i))
+	// Concurrent load while TEI is gone: misses fail; the breaker opens.
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 3 {
+				post(t, p, "/embed", fmt.Sprintf(`{"inputs":"miss %d %d"}`, w, i))
+			}
+		}()
 	}
+	wg.Wait()
 	if st := srv.embedU.breaker.State().String(); st != "open" {
 		t.Fatalf("breaker %s after TEI stopped", st)
 	}
