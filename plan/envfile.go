@@ -91,6 +91,14 @@ func (r Result) EnvHeader() []string {
 // copied to path.bak first, then updated: owned keys are changed in place,
 // missing ones appended, and every other line and comment kept.
 func WriteEnvFile(path string, r Result) (backup string, err error) {
+	return EditEnvFile(path, func(old []byte) []byte { return UpdateEnv(old, r.EnvHeader(), r.EnvVars()) })
+}
+
+// EditEnvFile replaces the .env file at path with edit's rewrite of its
+// content (nil when there is no file yet). An existing file is first copied
+// to path.bak, whose name it returns; the new content is written atomically
+// with the old file's permissions.
+func EditEnvFile(path string, edit func(old []byte) []byte) (backup string, err error) {
 	old, err := os.ReadFile(path)
 	mode := fs.FileMode(0o600)
 	switch {
@@ -107,7 +115,7 @@ func WriteEnvFile(path string, r Result) (backup string, err error) {
 	default:
 		return "", fmt.Errorf("reading %s: %w", path, err)
 	}
-	if err := writeAtomic(path, UpdateEnv(old, r.EnvHeader(), r.EnvVars()), mode); err != nil {
+	if err := writeAtomic(path, edit(old), mode); err != nil {
 		return "", fmt.Errorf("writing %s: %w", path, err)
 	}
 	return backup, nil
@@ -121,6 +129,19 @@ var envLine = regexp.MustCompile(`^(\s*(?:export\s+)?)([A-Za-z_][A-Za-z0-9_]*)\s
 // "export " prefix), owned keys not in vars are commented out, vars not
 // present are appended, and all other lines are kept as they were.
 func UpdateEnv(old []byte, header []string, vars []EnvVar) []byte {
+	return editEnv(old, header, vars, true)
+}
+
+// SetEnvKeys sets just vars in .env content: in place where assigned,
+// appended otherwise. Every other line, detect's header and the other keys
+// detect owns included, is kept as it was.
+func SetEnvKeys(old []byte, vars []EnvVar) []byte {
+	return editEnv(old, nil, vars, false)
+}
+
+// editEnv is UpdateEnv when whole is true (a plan's full set of keys, with
+// header), SetEnvKeys otherwise.
+func editEnv(old []byte, header []string, vars []EnvVar, whole bool) []byte {
 	values := map[string]string{}
 	for _, v := range vars {
 		values[v.Key] = v.Value
@@ -130,7 +151,7 @@ func UpdateEnv(old []byte, header []string, vars []EnvVar) []byte {
 	text := strings.TrimSuffix(strings.ReplaceAll(string(old), "\r\n", "\n"), "\n")
 	if text != "" {
 		for _, line := range strings.Split(text, "\n") {
-			if strings.HasPrefix(line, headerPrefix) {
+			if whole && strings.HasPrefix(line, headerPrefix) {
 				continue
 			}
 			if m := envLine.FindStringSubmatch(line); m != nil {
@@ -138,7 +159,7 @@ func UpdateEnv(old []byte, header []string, vars []EnvVar) []byte {
 				if v, ok := values[key]; ok {
 					line = m[1] + key + "=" + quote(v)
 					seen[key] = true
-				} else if slices.Contains(ownedKeys, key) {
+				} else if whole && slices.Contains(ownedKeys, key) {
 					line = "# " + line + "  # unset by tei-sidecar detect: this plan does not use it"
 				}
 			}

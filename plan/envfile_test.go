@@ -163,3 +163,16 @@ func TestWriteEnvFile(t *testing.T) {
 		t.Errorf("directory holds %d files, want the file and its backup (no temporary files)", len(entries))
 	}
 }
+
+// TestSetEnvKeys checks that setting a few keys (as tune does) leaves
+// detect's header and the other keys detect owns alone.
+func TestSetEnvKeys(t *testing.T) {
+	type EnvVar = plan.EnvVar
+	SetEnvKeys := plan.SetEnvKeys
+	old := "# tei-sidecar detect: platform linux/amd64\nEMBEDDING_BATCH=16\nTEI_IMAGE=x\n# mine\nBEARER_TOKEN=t\n"
+	got := string(SetEnvKeys([]byte(old), []EnvVar{{Key: "EMBEDDING_BATCH", Value: "32"}, {Key: "EMBEDDING_CONCURRENCY", Value: "4"}}))
+	want := "# tei-sidecar detect: platform linux/amd64\nEMBEDDING_BATCH=32\nTEI_IMAGE=x\n# mine\nBEARER_TOKEN=t\n\nEMBEDDING_CONCURRENCY=4\n"
+	if got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
