@@ -1,24 +1,54 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"maps"
 	"net"
 	"net/http"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tei-sidecar/tei-sidecar/hwdetect"
+	"github.com/tei-sidecar/tei-sidecar/plan"
 	"github.com/tei-sidecar/tei-sidecar/proxy"
+	"github.com/tei-sidecar/tei-sidecar/tei"
 )
 
-// serveCmd runs the proxy in front of TEI servers given by URL.
+// serveCmd launches TEI as planned for the hardware (or uses TEI at the URLs
+// given) and proxies embed and rerank calls to it.
 type serveCmd struct {
-	TEIEmbedURL  string `name:"tei-embed-url" env:"TEI_EMBED_URL" help:"Base URL of the embedding TEI, e.g. http://127.0.0.1:3000."`
+	// Settings shape the plan. Their EMBEDDING_CACHE_SIZE, RERANK_ENABLE,
+	// RERANK_K and RERANK_FINAL_N also configure the proxy, so one variable
+	// feeds both.
+	Settings plan.Settings `embed:""`
+
+	Launch      string        `name:"launch" env:"TEI_LAUNCH" enum:"auto,docker,process,none" default:"auto" help:"How to run TEI: auto, docker (TEI's images), process (the text-embeddings-router binary) or none (TEI runs at --tei-embed-url). auto: none when a URL is given, process for Apple Metal, docker when Docker answers, else process when the binary is found."`
+	DryRun      bool          `name:"dry-run" help:"Print what would be launched (plan, image, arguments, environment with secrets redacted, ports) and exit."`
+	Keep        bool          `name:"keep" env:"TEI_KEEP" help:"Leave TEI's containers running on exit; the next serve adopts them."`
+	FallbackCPU bool          `name:"fallback-cpu" env:"TEI_FALLBACK_CPU" help:"Run TEI's CPU image when Docker cannot give containers a GPU (no NVIDIA Container Toolkit)."`
+	ModelCache  string        `name:"model-cache" env:"TEI_MODEL_CACHE" help:"Where TEI keeps downloaded models: a Docker volume name or an absolute host directory (default: the volume tei-sidecar-models; process mode: TEI's own cache unless a directory is given)."`
+	TEIBinary   string        `name:"tei-binary" env:"TEI_BINARY" help:"TEI's router program for --launch process (default: text-embeddings-router on PATH)."`
+	Project     string        `name:"project" env:"TEI_PROJECT" default:"tei" help:"Names TEI's containers (<project>-embed, <project>-rerank); sidecars with different projects leave each other's containers alone."`
+	HealthEvery time.Duration `name:"health-interval" env:"TEI_HEALTH_INTERVAL" default:"5s" help:"Time between the supervisor's /health checks of a launched TEI."`
+	HealthFails int           `name:"health-failures" env:"TEI_HEALTH_FAILURES" default:"3" help:"Failed health checks in a row after which a launched TEI is restarted."`
+	RestartMax  time.Duration `name:"restart-max-backoff" env:"TEI_RESTART_MAX_BACKOFF" default:"1m" help:"Longest wait between restarts of a failing TEI (the wait doubles from 1s)."`
+
+	TEIEmbedURL  string `name:"tei-embed-url" env:"TEI_EMBED_URL" help:"Base URL of an embedding TEI already running, e.g. http://127.0.0.1:3000; nothing is launched."`
 	TEIRerankURL string `name:"tei-rerank-url" env:"TEI_RERANK_URL" help:"Base URL of the reranking TEI; empty sends rerank calls to the embedding TEI."`
 	TEIAPIKey    string `name:"tei-api-key" env:"TEI_API_KEY" help:"Bearer token for TEI started with --api-key (never logged)."`
 	Listen       string `name:"listen" env:"SIDECAR_LISTEN" default:"127.0.0.1:8080" help:"Address to serve on."`
 
-	CacheSize       int           `name:"cache-size" env:"EMBEDDING_CACHE_SIZE" default:"2000" help:"Per-text embeddings kept in the cache; 0 disables it."`
 	CacheMaxBytes   int64         `name:"cache-max-bytes" env:"CACHE_MAX_BYTES" default:"268435456" help:"Memory bound of the embedding cache in bytes; 0 means none."`
 	RerankCacheSize int           `name:"rerank-cache-size" env:"RERANK_CACHE_SIZE" default:"1000" help:"Whole rerank answers kept; 0 disables it."`
 	RequestTimeout  time.Duration `name:"request-timeout" env:"REQUEST_TIMEOUT" default:"30s" help:"Deadline of one request, retries included; 0 means none."`
@@ -26,53 +56,227 @@ type serveCmd struct {
 	QueueInputs     int           `name:"queue-inputs" env:"QUEUE_INPUTS" default:"4096" help:"Inputs that may wait for a TEI permit; 0 answers 429 at once when TEI is full."`
 	BreakerFailures int           `name:"breaker-failures" env:"BREAKER_FAILURES" default:"5" help:"Consecutive TEI failures that open the circuit breaker."`
 	BreakerOpenFor  time.Duration `name:"breaker-open-for" env:"BREAKER_OPEN_FOR" default:"10s" help:"How long an open breaker fails fast before probing TEI again."`
-	StartupTimeout  time.Duration `name:"startup-timeout" env:"STARTUP_TIMEOUT" default:"10m" help:"How long to wait for TEI to load its model; 0 waits forever."`
+	StartupTimeout  time.Duration `name:"startup-timeout" env:"STARTUP_TIMEOUT" default:"10m" help:"How long to wait for TEI to download and load its model (image pulls not counted); 0 waits forever."`
 	BearerToken     string        `name:"bearer-token" env:"BEARER_TOKEN" help:"Comma-separated tokens accepted as 'Authorization: Bearer'; empty means no auth (never logged)."`
 	MetricsAuth     bool          `name:"metrics-auth" env:"METRICS_AUTH" help:"Require a token on /metrics too."`
 	ModelAliases    []string      `name:"model-aliases" env:"MODEL_ALIASES" help:"Extra model names accepted for the served models (comma-separated)."`
-	RerankEnable    bool          `name:"rerank-enable" env:"RERANK_ENABLE" default:"true" negatable:"" help:"Rerank in /plugin/rerank; off returns the first final_n passages."`
-	RerankK         int           `name:"rerank-k" env:"RERANK_K" default:"5" help:"Passages /plugin/rerank scores by default."`
-	RerankFinalN    int           `name:"rerank-final-n" env:"RERANK_FINAL_N" default:"3" help:"Passages /plugin/rerank keeps by default."`
 
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"SHUTDOWN_TIMEOUT" default:"15s" help:"How long SIGTERM waits for in-flight requests."`
 }
 
-// config turns the flags into the proxy's configuration.
-func (c *serveCmd) config() proxy.Config {
-	return proxy.Config{
-		EmbedURL: c.TEIEmbedURL, RerankURL: c.TEIRerankURL, APIKey: c.TEIAPIKey,
-		CacheSize: c.CacheSize, CacheBytes: c.CacheMaxBytes, RerankCacheSize: c.RerankCacheSize,
+// config turns the flags into the proxy's configuration. plugin, from a
+// plan, fills in the platform defaults of the settings left unset; without
+// one the proxy's defaults apply.
+func (c *serveCmd) config(embedURL, rerankURL string, plugin *plan.PluginSettings) proxy.Config {
+	cfg := proxy.Config{
+		EmbedURL: embedURL, RerankURL: rerankURL, APIKey: c.TEIAPIKey,
+		CacheSize: proxy.DefaultConfig().CacheSize, CacheBytes: c.CacheMaxBytes, RerankCacheSize: c.RerankCacheSize,
 		RequestTimeout: c.RequestTimeout, BodyLimit: c.PayloadLimit, QueueInputs: c.QueueInputs,
 		BreakerFailures: c.BreakerFailures, BreakerOpenFor: c.BreakerOpenFor, StartupTimeout: c.StartupTimeout,
 		BearerTokens: splitList(c.BearerToken), MetricsAuth: c.MetricsAuth, ModelAliases: c.ModelAliases,
-		RerankEnable: c.RerankEnable, RerankK: c.RerankK, RerankFinalN: c.RerankFinalN,
+		RerankEnable: c.Settings.RerankEnable == nil || *c.Settings.RerankEnable,
+		RerankK:      c.Settings.RerankK, RerankFinalN: c.Settings.RerankFinalN,
 	}
+	if c.Settings.CacheSize != nil {
+		cfg.CacheSize = *c.Settings.CacheSize
+	}
+	if plugin != nil {
+		cfg.CacheSize, cfg.RerankEnable = plugin.CacheSize, plugin.RerankEnable
+		cfg.RerankK, cfg.RerankFinalN = plugin.RerankK, plugin.RerankFinalN
+	}
+	return cfg
 }
 
 func (c *serveCmd) Run(g *globals) error {
-	srv, err := proxy.New(c.config(), g.log)
+	mode := tei.Mode(c.Launch)
+	if c.TEIEmbedURL != "" && mode != tei.ModeAuto && mode != tei.ModeNone {
+		return exitError{code: 2, msg: fmt.Sprintf("TEI_EMBED_URL is set, so there is nothing to launch: unset it, or use --launch none (or auto) instead of %s", mode)}
+	}
+	if mode == tei.ModeNone || c.TEIEmbedURL != "" {
+		cfg := c.config(c.TEIEmbedURL, c.TEIRerankURL, nil)
+		if err := cfg.Validate(); err != nil {
+			return exitError{code: 2, msg: err.Error()}
+		}
+		if c.DryRun {
+			return c.printExternal(g.stdout, cfg)
+		}
+		plans := []plan.Plan{{Role: plan.RoleEmbedding}}
+		if c.TEIRerankURL != "" {
+			plans = append(plans, plan.Plan{Role: plan.RoleRerank})
+		}
+		ext := tei.External{EmbedURL: c.TEIEmbedURL, RerankURL: c.TEIRerankURL, StartupTimeout: c.StartupTimeout}
+		return c.serve(g, cfg, launch{launcher: ext, plans: plans})
+	}
+
+	// Fail on bad proxy settings before launching anything.
+	if err := c.config("http://tei", "", nil).Validate(); err != nil {
+		return exitError{code: 2, msg: err.Error()}
+	}
+	probes := hwdetect.DefaultProbes()
+	probes.Log = g.log
+	hw, err := hwdetect.Detect(g.ctx, probes)
+	if err != nil {
+		return err
+	}
+	res, err := plan.Make(hw, c.Settings)
 	if err != nil {
 		return exitError{code: 2, msg: err.Error()}
 	}
-	defer srv.Close()
+	mode, why, err := tei.ChooseMode(mode, tei.Host{
+		Plans:  res.Plans,
+		Docker: func() error { return c.pingDocker(g) },
+		Binary: func() (string, error) { return tei.FindBinary(c.TEIBinary) },
+	})
+	if err != nil {
+		return exitError{code: 1, msg: err.Error()}
+	}
+	l, closeLauncher, err := c.launcher(g, mode, hw)
+	if err != nil {
+		return err
+	}
+	defer closeLauncher()
+	if c.DryRun {
+		return c.printLaunch(g.ctx, g.stdout, res, mode, why, l)
+	}
+	for _, w := range res.Warnings {
+		g.log.Warn("plan", "warning", w)
+	}
+	g.log.Info("launching TEI", "mode", string(mode), "why", why, "platform", res.Platform)
+	return c.serve(g, c.config("", "", &res.Plugin), launch{launcher: l, plans: res.Plans, supervise: true})
+}
 
+// pingDocker reports whether the Docker engine answers.
+func (c *serveCmd) pingDocker(g *globals) error {
+	d, err := tei.NewDocker(tei.DockerOptions{}, g.log)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
+	defer cancel()
+	return d.Ping(ctx)
+}
+
+// describer is a launcher that can say what it would run, for --dry-run.
+type describer interface {
+	tei.Launcher
+	Describe(context.Context, plan.Plan) tei.Description
+}
+
+var (
+	_ describer      = (*tei.Docker)(nil)
+	_ describer      = (*tei.Native)(nil)
+	_ tei.StatusSink = (*proxy.Server)(nil)
+)
+
+// launcher builds the launcher for mode; closeFn releases it.
+func (c *serveCmd) launcher(g *globals, mode tei.Mode, hw hwdetect.Hardware) (l describer, closeFn func(), err error) {
+	switch mode {
+	case tei.ModeDocker:
+		opts := tei.DockerOptions{
+			Project: c.Project, ModelCache: c.ModelCache, Keep: c.Keep,
+			PullProgress: g.stderr, InContainer: hw.Container.InContainer, StartupTimeout: c.StartupTimeout,
+		}
+		if c.FallbackCPU {
+			opts.CPUFallback = tei.CPUFallback(hw, c.Settings)
+		}
+		d, err := tei.NewDocker(opts, g.log)
+		if err != nil {
+			return nil, nil, err
+		}
+		return d, func() { _ = d.Close() }, nil
+	case tei.ModeProcess:
+		opts := tei.NativeOptions{Binary: c.TEIBinary, StartupTimeout: c.StartupTimeout}
+		if filepath.IsAbs(c.ModelCache) {
+			opts.ModelCache = c.ModelCache
+		} else if c.ModelCache != "" {
+			g.log.Warn("TEI_MODEL_CACHE names a Docker volume, which a native TEI cannot use: using TEI's own cache", "model_cache", c.ModelCache)
+		}
+		n, err := tei.NewNative(opts, g.log)
+		if err != nil {
+			return nil, nil, exitError{code: 1, msg: err.Error()}
+		}
+		return n, func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("unknown launch mode %q", mode)
+}
+
+// launch is what serve starts and, when supervise is set, restarts.
+type launch struct {
+	launcher  tei.Launcher
+	plans     []plan.Plan
+	supervise bool
+}
+
+// serve listens, launches TEI, proxies to it, and on SIGTERM drains
+// in-flight requests, then stops what it launched.
+func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launch) error {
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	handler := &swapHandler{}
+	handler.set(startingHandler{})
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	g.log.Info("listening", "addr", ln.Addr().String())
-
-	if err := srv.Connect(g.ctx); err != nil {
+	stopHTTP := func() {
 		_ = hs.Close()
 		<-served
+	}
+
+	insts, err := launchAll(g.ctx, l.launcher, l.plans)
+	if err != nil {
+		stopHTTP()
+		if g.ctx.Err() != nil {
+			return nil // stopped while TEI was starting
+		}
+		return err
+	}
+	for i, p := range l.plans {
+		if p.Role == plan.RoleEmbedding {
+			cfg.EmbedURL = insts[i].URL
+		} else {
+			cfg.RerankURL = insts[i].URL
+		}
+	}
+	srv, err := proxy.New(cfg, g.log)
+	if err != nil {
+		releaseAll(insts)
+		stopHTTP()
+		return exitError{code: 2, msg: err.Error()}
+	}
+	defer srv.Close()
+	handler.set(srv.Handler())
+
+	if err := srv.Connect(g.ctx); err != nil {
+		releaseAll(insts)
+		stopHTTP()
 		if g.ctx.Err() != nil {
 			return nil // stopped while waiting for TEI
 		}
 		return err
 	}
+
+	// Supervisors outlive SIGTERM until the drain is over: TEI must keep
+	// answering the requests in flight.
+	supCtx, stopSupervisors := context.WithCancel(context.WithoutCancel(g.ctx))
+	var supervisors sync.WaitGroup
+	defer func() {
+		stopSupervisors()
+		supervisors.Wait()
+	}()
+	for i, inst := range insts {
+		if !l.supervise {
+			continue
+		}
+		sup := tei.NewSupervisor(l.launcher, l.plans[i], srv, tei.SuperviseOptions{
+			HealthEvery: c.HealthEvery, Failures: c.HealthFails, RestartMax: c.RestartMax,
+		}, g.log)
+		supervisors.Go(func() { sup.Run(supCtx, inst) })
+	}
+
 	select {
 	case err := <-served:
 		return err
@@ -85,11 +289,130 @@ func (c *serveCmd) Run(g *globals) error {
 		g.log.Warn("drain incomplete", "err", err.Error())
 		_ = hs.Close()
 	}
-	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err = <-served
+	if l.supervise {
+		g.log.Info("stopping TEI", "keep", c.Keep)
+	}
+	stopSupervisors()
+	supervisors.Wait()
+	releaseAll(insts) // no-op for supervised ones, which their supervisors released
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	g.log.Info("stopped")
 	return nil
+}
+
+// launchAll launches every plan at once; when one fails it stops the rest.
+func launchAll(ctx context.Context, l tei.Launcher, plans []plan.Plan) ([]*tei.Instance, error) {
+	insts := make([]*tei.Instance, len(plans))
+	eg, ectx := errgroup.WithContext(ctx)
+	for i, p := range plans {
+		eg.Go(func() error {
+			inst, err := l.Launch(ectx, p)
+			insts[i] = inst
+			return err
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		releaseAll(insts)
+		return nil, err
+	}
+	return insts, nil
+}
+
+// releaseAll lets go of instances serve will not supervise.
+func releaseAll(insts []*tei.Instance) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, in := range insts {
+		if in != nil {
+			_ = in.Release(ctx)
+		}
+	}
+}
+
+// swapHandler serves through a handler that can be replaced while serving:
+// a placeholder while TEI starts, then the proxy.
+type swapHandler struct{ h atomic.Pointer[http.Handler] }
+
+func (s *swapHandler) set(h http.Handler) { s.h.Store(&h) }
+
+func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.h.Load()).ServeHTTP(w, r)
+}
+
+// startingHandler answers while TEI starts: /health says the process is
+// alive, everything else is 503 in TEI's error shape.
+type startingHandler struct{}
+
+func (startingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/health" {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Retry-After", "5")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = io.WriteString(w, `{"error":"TEI is starting","error_type":"Unhealthy"}`)
+}
+
+// printLaunch is --dry-run's report of what would be launched.
+func (c *serveCmd) printLaunch(ctx context.Context, w io.Writer, res plan.Result, mode tei.Mode, why string, l describer) error {
+	out := &errWriter{w: w}
+	out.printf("tei-sidecar serve --dry-run: nothing was started.\n\n")
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "  %s\t%s\n", k, v) }
+	out.printf("Sidecar\n")
+	row("platform", res.Platform)
+	row("launch", fmt.Sprintf("%s: %s", mode, why))
+	row("listen", c.Listen)
+	row("proxy", fmt.Sprintf("cache %d entries, rerank %t (k=%d, final_n=%d)", res.Plugin.CacheSize, res.Plugin.RerankEnable, res.Plugin.RerankK, res.Plugin.RerankFinalN))
+	if mode == tei.ModeDocker {
+		row("keep containers", fmt.Sprint(c.Keep))
+		row("CPU fallback", fmt.Sprint(c.FallbackCPU))
+	}
+	_ = tw.Flush()
+	for _, p := range res.Plans {
+		d := l.Describe(ctx, p)
+		out.printf("\n%s model %s on %s (plan %s)\n", p.Role, p.Model, p.Device, p.Hash()[:12])
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		row := func(k, v string) { fmt.Fprintf(tw, "  %s\t%s\n", k, v) }
+		if d.Kind == "docker" {
+			row("container", d.Name)
+			row("image", d.Program)
+		} else {
+			row("binary", d.Program)
+		}
+		row("args", strings.Join(d.Args, " "))
+		row("env", cmp.Or(strings.Join(d.Env, " "), "(none)"))
+		gpus := "none"
+		if len(d.GPUs) > 0 {
+			gpus = strings.Trim(fmt.Sprint(d.GPUs), "[]")
+		}
+		row("gpus", gpus)
+		row("models", d.ModelCache)
+		row("reachable at", d.Address)
+		for _, k := range slices.Sorted(maps.Keys(d.Labels)) {
+			row("label", k+"="+d.Labels[k])
+		}
+		_ = tw.Flush()
+		for _, warn := range p.Warnings {
+			out.printf("  warning: %s\n", warn)
+		}
+	}
+	return out.err
+}
+
+// printExternal is --dry-run's report when TEI runs at URLs given.
+func (c *serveCmd) printExternal(w io.Writer, cfg proxy.Config) error {
+	out := &errWriter{w: w}
+	out.printf("tei-sidecar serve --dry-run: nothing was started.\n\n")
+	out.printf("launch: none: TEI runs at the URLs given\n")
+	out.printf("embedding TEI: %s\n", cmp.Or(cfg.EmbedURL, "(not set: TEI_EMBED_URL is required)"))
+	out.printf("rerank TEI: %s\n", cmp.Or(cfg.RerankURL, "(the embedding TEI)"))
+	out.printf("listen: %s\n", c.Listen)
+	return out.err
 }
 
 // splitList splits a comma-separated list, trimming spaces.

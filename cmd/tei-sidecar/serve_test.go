@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tei-sidecar/tei-sidecar/plan"
 	"github.com/tei-sidecar/tei-sidecar/tests/teisim"
 )
 
@@ -96,13 +97,107 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	}
 }
 
-// TestServeRefusesBadConfig checks that a missing URL is a clear error.
+// TestServeRefusesBadConfig checks that a missing URL is a clear error when
+// serve is told to launch nothing.
 func TestServeRefusesBadConfig(t *testing.T) {
 	t.Chdir(t.TempDir())
 	t.Setenv("TEI_EMBED_URL", "")
 	var out, errb bytes.Buffer
-	code := run([]string{"serve"}, &out, &errb)
+	code := run([]string{"serve", "--launch", "none"}, &out, &errb)
 	if code != 2 || !strings.Contains(errb.String(), "TEI_EMBED_URL is required") {
 		t.Errorf("exit %d, stderr %q", code, errb.String())
+	}
+}
+
+// dryRun runs `serve --dry-run` in-process and returns its output.
+func dryRun(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	t.Chdir(t.TempDir())
+	var out, errb bytes.Buffer
+	code = run(append([]string{"serve", "--dry-run"}, args...), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// TestServeDryRun checks that --dry-run prints what each launch mode would
+// run, with secrets redacted, and starts nothing.
+func TestServeDryRun(t *testing.T) {
+	l4, err := filepath.Abs("../../hwdetect/testdata/nvidia-smi/l4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fakeRouter := filepath.Join(t.TempDir(), "text-embeddings-router")
+	if err := os.WriteFile(fakeRouter, []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		env    map[string]string
+		args   []string
+		code   int
+		has    []string
+		hasNot []string
+		errHas string
+	}{
+		{
+			name: "docker on a GPU machine",
+			env: map[string]string{"PATH": l4 + string(os.PathListSeparator) + os.Getenv("PATH"),
+				"HF_TOKEN": "hf_very_secret", "EMBEDDING_MODEL": "BAAI/bge-small-en-v1.5", "TEI_PROJECT": "dry"},
+			args: []string{"--launch", "docker", "--fallback-cpu"},
+			has: []string{
+				"launch           docker: asked for", "container     dry-embed", "container     dry-rerank",
+				"image         " + plan.Registry + ":89-1.9.3", "gpus          0", "HF_TOKEN=[redacted]",
+				"--model-id BAAI/bge-small-en-v1.5", "--hostname 0.0.0.0", "--huggingface-hub-cache /data",
+				"volume tei-sidecar-models at /data", "tei-sidecar.plan-hash=", "tei-sidecar.role=rerank", "CPU fallback     true",
+			},
+			hasNot: []string{"hf_very_secret"},
+		},
+		{
+			name: "process with a model cache directory",
+			env: map[string]string{"TEI_BINARY": fakeRouter, "HOSTNAME": "leak", "PORT": "1", "HF_TOKEN": "hf_very_secret",
+				"TEI_MODEL_CACHE": "/srv/models", "RERANK_ENABLE": "false", "EMBEDDING_DEVICE": "cpu"},
+			args: []string{"--launch", "process"},
+			has: []string{"binary        " + fakeRouter, "--hostname 127.0.0.1", "--port <free port>",
+				"--huggingface-hub-cache /srv/models", "HF_TOKEN=[redacted]", "127.0.0.1:<a free port"},
+			hasNot: []string{"hf_very_secret", "HOSTNAME=", "PORT=", "--huggingface-hub-cache /data", "rerank model"},
+		},
+		{
+			name: "URLs given",
+			env:  map[string]string{"TEI_EMBED_URL": "http://127.0.0.1:9"},
+			has:  []string{"launch: none", "embedding TEI: http://127.0.0.1:9", "rerank TEI: (the embedding TEI)"},
+		},
+		{
+			name:   "URL and a launch mode conflict",
+			env:    map[string]string{"TEI_EMBED_URL": "http://127.0.0.1:9"},
+			args:   []string{"--launch", "docker"},
+			code:   2,
+			errHas: "TEI_EMBED_URL is set, so there is nothing to launch",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, k := range []string{"TEI_EMBED_URL", "TEI_RERANK_URL", "TEI_LAUNCH", "TEI_MODEL_CACHE", "TEI_BINARY"} {
+				t.Setenv(k, "") // restored after the test
+				os.Unsetenv(k)
+			}
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			code, out, errs := dryRun(t, tc.args...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.code, out, errs)
+			}
+			for _, s := range tc.has {
+				if !strings.Contains(out, s) {
+					t.Errorf("output lacks %q:\n%s", s, out)
+				}
+			}
+			for _, s := range tc.hasNot {
+				if strings.Contains(out+errs, s) {
+					t.Errorf("output has %q:\n%s", s, out)
+				}
+			}
+			if !strings.Contains(errs, tc.errHas) {
+				t.Errorf("stderr lacks %q: %s", tc.errHas, errs)
+			}
+		})
 	}
 }
