@@ -40,6 +40,9 @@ type cli struct {
 	Bench   benchCmd   `cmd:"" help:"Run the retrieval plugin's benchmark over HTTP."`
 	Tune    tuneCmd    `cmd:"" help:"Find the best client batch size and concurrency against a live TEI."`
 	Version versionCmd `cmd:"" help:"Print the version."`
+
+	Compose     composeCmd     `cmd:"" help:"Print a Docker Compose file of TEI's services planned for this machine, with the sidecar."`
+	Healthcheck healthcheckCmd `cmd:"" help:"Exit 0 when the sidecar at --listen is ready, 1 otherwise (the image's health check)."`
 }
 
 // run parses args, loads .env, and runs the chosen subcommand. It returns the
