@@ -374,17 +374,23 @@ func (d *Docker) start(ctx context.Context, hash string, eff plan.Plan, adj adju
 		_ = d.remove(context.WithoutCancel(ctx), id)
 		return nil, fmt.Errorf("inspecting container %s: %w", spec.Name, err)
 	}
-	url, hostPort, err := d.urlOf(res.Container, eff.Port, att)
-	if err != nil {
-		_ = d.remove(context.WithoutCancel(ctx), id)
-		return nil, err
+	url, hostPort, urlErr := d.urlOf(res.Container, eff.Port, att)
+	sl := newStartLog(log, true)
+	inst := d.watch(id, url, eff, sl, "")
+	if urlErr != nil {
+		// A TEI that fails at once has exited before it was inspected, and
+		// Docker has released its port: its log says why.
+		select {
+		case <-inst.Done():
+			urlErr = inst.Err()
+		case <-time.After(logsWait):
+		}
+		_ = inst.Stop(context.WithoutCancel(ctx))
+		return nil, launchError(eff, eff.Image, urlErr, sl.tail())
 	}
 	d.rememberPort(eff.Role, hostPort)
 	log.Info("started TEI container", "container", spec.Name, "id", shortID(id), "image", eff.Image,
 		"url", url, "gpus", eff.GPUIDs, "max_batch_tokens", eff.MaxBatchTokens)
-
-	sl := newStartLog(log, true)
-	inst := d.watch(id, url, eff, sl, "")
 	rctx, cancel := d.readyContext(ctx)
 	defer cancel()
 	if err := waitReady(rctx, url, eff, inst.Done()); err != nil {
@@ -533,7 +539,7 @@ func shortID(id string) string {
 }
 
 // Describe says what Launch would run for p, for --dry-run. It asks the
-// engine only where the sidecar runs in a container.
+// engine only where the sidecar runs in a container, and changes nothing.
 func (d *Docker) Describe(ctx context.Context, p plan.Plan) Description {
 	hash := p.Hash()
 	p = p.Redact()
@@ -549,7 +555,11 @@ func (d *Docker) Describe(ctx context.Context, p plan.Plan) Description {
 	}
 	m := d.cacheMount()
 	desc.ModelCache = fmt.Sprintf("%s %s at %s", m.Type, m.Source, m.Target)
-	att, err := d.attachment(ctx)
+	var att attachment
+	var err error
+	if d.opts.InContainer {
+		att, err = d.findNetwork(ctx, false) // changes nothing
+	}
 	switch {
 	case err != nil:
 		desc.Address = "unknown: " + err.Error()

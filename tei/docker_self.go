@@ -29,7 +29,7 @@ func (d *Docker) attachment(ctx context.Context) (attachment, error) {
 		if !d.opts.InContainer {
 			return
 		}
-		d.attach, d.attachErr = d.findNetwork(ctx)
+		d.attach, d.attachErr = d.findNetwork(ctx, true)
 		if d.attachErr == nil && d.attach.network != "" {
 			d.log.Info("the sidecar runs in a container: TEI joins its network", "network", d.attach.network)
 		}
@@ -39,8 +39,9 @@ func (d *Docker) attachment(ctx context.Context) (attachment, error) {
 
 // findNetwork looks up the sidecar's own container and the network TEI
 // should join; none when the sidecar shares the host's network or is not
-// one of this engine's containers.
-func (d *Docker) findNetwork(ctx context.Context) (attachment, error) {
+// one of this engine's containers. On Docker's default bridge it creates a
+// network and connects the sidecar to it, unless join is false (a dry run).
+func (d *Docker) findNetwork(ctx context.Context, join bool) (attachment, error) {
 	cgroup, _ := os.ReadFile("/proc/self/cgroup")
 	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
 	hostname, _ := os.Hostname()
@@ -71,6 +72,9 @@ func (d *Docker) findNetwork(ctx context.Context) (attachment, error) {
 		// Names do not resolve on Docker's default bridge; join the
 		// sidecar to a network of its own where they do.
 		network = d.opts.Project + "-net"
+		if !join {
+			return attachment{network: network}, nil
+		}
 		if err := d.joinNetwork(ctx, network, self.ID); err != nil {
 			return attachment{}, err
 		}

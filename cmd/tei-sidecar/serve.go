@@ -248,8 +248,6 @@ func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launch) error {
 		return exitError{code: 2, msg: err.Error()}
 	}
 	defer srv.Close()
-	handler.set(srv.Handler())
-
 	if err := srv.Connect(g.ctx); err != nil {
 		releaseAll(insts)
 		stopHTTP()
@@ -258,6 +256,9 @@ func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launch) error {
 		}
 		return err
 	}
+	// Only now: the proxy's /ready looks at the embedding TEI alone, and
+	// must not say ready while the reranker is still being connected.
+	handler.set(srv.Handler())
 
 	// Supervisors outlive SIGTERM until the drain is over: TEI must keep
 	// answering the requests in flight.
