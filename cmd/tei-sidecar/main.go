@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -35,7 +36,7 @@ type cli struct {
 	LogLevel  slog.Level `name:"log-level" env:"LOG_LEVEL" default:"info" help:"Log level: debug, info, warn or error."`
 	LogFormat string     `name:"log-format" env:"LOG_FORMAT" enum:"text,json" default:"text" help:"Log format: text or json."`
 
-	Serve   serveCmd   `cmd:"" help:"Proxy embed and rerank calls to TEI through a cache."`
+	Serve   serveCmd   `cmd:"" help:"Detect, plan, launch and supervise TEI, and proxy embed and rerank calls to it through a cache."`
 	Detect  detectCmd  `cmd:"" help:"Detect the hardware and print the TEI launch plan."`
 	Bench   benchCmd   `cmd:"" help:"Run the retrieval plugin's benchmark over HTTP."`
 	Tune    tuneCmd    `cmd:"" help:"Find the best client batch size and concurrency against a live TEI."`
@@ -53,6 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tei-sidecar: reading .env: %v\n", err)
 		return 2
 	}
+	unsetEmpty()
 
 	var c cli
 	parser, err := kong.New(&c,
@@ -144,4 +146,15 @@ type versionCmd struct{}
 func (versionCmd) Run(g *globals) error {
 	fmt.Fprintf(g.stdout, "tei-sidecar %s\n", version)
 	return nil
+}
+
+// unsetEmpty removes variables set to the empty string, so that `NAME=` in a
+// .env or the environment means "not set" (the default) for every flag,
+// not a value that an integer, boolean or choice cannot parse.
+func unsetEmpty() {
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok && v == "" && k != "" {
+			_ = os.Unsetenv(k)
+		}
+	}
 }

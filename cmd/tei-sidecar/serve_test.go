@@ -201,3 +201,21 @@ func TestServeDryRun(t *testing.T) {
 		})
 	}
 }
+
+// TestEmptyVariablesMeanUnset is a regression test: `TEI_LAUNCH=` or
+// `EMBEDDING_CACHE_SIZE=` left empty in a .env made kong fail to parse
+// instead of taking the default.
+func TestEmptyVariablesMeanUnset(t *testing.T) {
+	t.Chdir(t.TempDir())
+	t.Setenv("TEI_LAUNCH", "")
+	t.Setenv("EMBEDDING_CACHE_SIZE", "")
+	t.Setenv("TEI_KEEP", "")
+	var out, errb bytes.Buffer
+	if code := run([]string{"version"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	code := run([]string{"serve", "--dry-run", "--tei-embed-url", "http://127.0.0.1:1"}, &out, &errb)
+	if code != 0 {
+		t.Errorf("serve --dry-run with empty variables: exit %d: %s", code, errb.String())
+	}
+}
