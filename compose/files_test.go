@@ -22,6 +22,7 @@ var (
 	rootFile   = filepath.Join("..", "compose.yaml")
 	staticFile = "static.yaml"
 	envExample = ".env.example"
+	pluginFile = filepath.Join("examples", "retrieval-plugin.yaml")
 	dockerfile = filepath.Join("..", "Dockerfile")
 )
 
@@ -303,7 +304,7 @@ func TestStaticProfiles(t *testing.T) {
 // comment above it.
 func TestEnvExampleListsEverySetting(t *testing.T) {
 	listed := envExampleKeys(t)
-	for _, file := range []string{rootFile, staticFile} {
+	for _, file := range []string{rootFile, staticFile, pluginFile} {
 		raw, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
@@ -312,7 +313,11 @@ func TestEnvExampleListsEverySetting(t *testing.T) {
 		for _, m := range regexp.MustCompile(`\$\{([A-Z_][A-Z0-9_]*)`).FindAllStringSubmatch(string(raw), -1) {
 			want[m[1]] = true
 		}
-		p := load(t, []string{file}, []string{"cpu", "gpu"}, nil)
+		files := []string{file}
+		if file == pluginFile {
+			files = []string{rootFile, pluginFile}
+		}
+		p := load(t, files, []string{"cpu", "gpu"}, pluginEnv)
 		for _, s := range p.Services {
 			for k, v := range s.Environment {
 				if v == nil {
@@ -358,4 +363,44 @@ func envExampleKeys(t *testing.T) map[string]bool {
 		}
 	}
 	return keys
+}
+
+// pluginEnv are the variables the plugin example requires.
+var pluginEnv = map[string]string{"PLUGIN_IMAGE": "retrieval-plugin:test", "PLUGIN_BEARER_TOKEN": "plugin-token"}
+
+// TestPluginExample: the retrieval plugin example merges with compose.yaml,
+// reaches the sidecar by service name once it is healthy, and publishes on
+// loopback only; without its required settings it does not load.
+func TestPluginExample(t *testing.T) {
+	p := load(t, []string{rootFile, pluginFile}, nil, pluginEnv)
+	checkLoopbackOnly(t, p)
+	plugin, ok := p.Services["retrieval-plugin"]
+	if !ok {
+		t.Fatalf("services %v: no retrieval-plugin", slices.Sorted(maps.Keys(p.Services)))
+	}
+	for k, want := range map[string]string{
+		"OPENAI_API_BASE":     "http://sidecar:8080/v1",
+		"EMBEDDING_MODEL":     "BAAI/bge-m3",
+		"EMBEDDING_DIMENSION": "1024",
+		"BEARER_TOKEN":        "plugin-token",
+	} {
+		if got := env1(plugin, k); got != want {
+			t.Errorf("plugin %s=%q, want %q", k, got, want)
+		}
+	}
+	if dep := plugin.DependsOn[compose.SidecarService]; dep.Condition != types.ServiceConditionHealthy {
+		t.Errorf("plugin depends_on %+v: want the sidecar healthy", plugin.DependsOn)
+	}
+	// The sidecar keeps its own BEARER_TOKEN: the plugin's is another.
+	if got := env1(p.Services[compose.SidecarService], "BEARER_TOKEN"); got != "<unset>" {
+		t.Errorf("sidecar BEARER_TOKEN=%q, want it untouched by the plugin's", got)
+	}
+
+	opts, err := cli.NewProjectOptions([]string{rootFile, pluginFile}, cli.WithEnv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := opts.LoadProject(context.Background()); err == nil || !strings.Contains(err.Error(), "PLUGIN_IMAGE") {
+		t.Errorf("loading without PLUGIN_IMAGE: %v, want an error naming it", err)
+	}
 }

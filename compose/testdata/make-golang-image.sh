@@ -2,8 +2,8 @@
 # make-golang-image.sh [TAG] — makes a local stand-in for the image
 # golang:1.26-bookworm on a machine that cannot pull it, so the sidecar's
 # real Dockerfile builds unchanged: a minimal Debian bookworm root file
-# system with ca-certificates plus this machine's Go toolchain in
-# /usr/local/go, imported with the environment of the upstream image (PATH,
+# system with ca-certificates (and this machine's CA bundle) plus its Go
+# toolchain in /usr/local/go, imported with the environment of the upstream image (PATH,
 # GOPATH, GOTOOLCHAIN=local, WORKDIR /go).
 #
 # The root file system comes from mmdebstrap --variant=essential (bookworm's
@@ -76,6 +76,12 @@ fi || {
   exit 1
 }
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+# Trust what this machine trusts, so that a build without vendor/ can
+# download modules wherever this machine can (through an intercepting
+# egress proxy, say).
+if [ -s /etc/ssl/certs/ca-certificates.crt ]; then
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+fi
 
 echo "make-golang-image: adding $version from $goroot"
 mkdir -p "$root/usr/local/go" "$root/go/bin" "$root/go/src"
