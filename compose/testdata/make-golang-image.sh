@@ -20,6 +20,10 @@ set -euo pipefail
 tag="${1:-golang:1.26-bookworm}"
 suite=bookworm
 
+# One run at a time per machine (CI starts one early, in the background,
+# and the test's own run waits for it): later runs find the image.
+exec 9>"${TMPDIR:-/tmp}/make-golang-image.lock"
+flock 9
 if docker image inspect "$tag" >/dev/null 2>&1; then
   echo "make-golang-image: $tag exists"
   exit 0
