@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/tei-sidecar/tei-sidecar/compose"
-	"github.com/tei-sidecar/tei-sidecar/hwdetect"
 	"github.com/tei-sidecar/tei-sidecar/plan"
 )
 
@@ -20,15 +19,9 @@ type composeCmd struct {
 }
 
 func (c *composeCmd) Run(g *globals) error {
-	probes := hwdetect.DefaultProbes()
-	probes.Log = g.log
-	hw, err := hwdetect.Detect(g.ctx, probes)
+	_, res, err := detectAndPlan(g, c.Settings)
 	if err != nil {
 		return err
-	}
-	res, err := plan.Make(hw, c.Settings)
-	if err != nil {
-		return exitError{code: 2, msg: err.Error()}
 	}
 	f, err := compose.Build(res, compose.Options{SidecarImage: c.SidecarImage, NoSidecar: c.NoSidecar})
 	if errors.Is(err, compose.ErrNative) {

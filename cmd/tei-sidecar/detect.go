@@ -73,15 +73,9 @@ type envFileReport struct {
 func (c *detectCmd) Run(g *globals) error {
 	// kong has already called c.Settings.Validate (it validates every
 	// parsed node), and plan.Make checks again.
-	probes := hwdetect.DefaultProbes()
-	probes.Log = g.log
-	hw, err := hwdetect.Detect(g.ctx, probes)
+	hw, res, err := detectAndPlan(g, c.Settings)
 	if err != nil {
 		return err
-	}
-	res, err := plan.Make(hw, c.Settings)
-	if err != nil {
-		return exitError{code: 2, msg: err.Error()}
 	}
 	report := detectReport{
 		SchemaVersion: detectSchemaVersion,
@@ -354,3 +348,19 @@ func (e *errWriter) Write(p []byte) (int, error) {
 }
 
 func (e *errWriter) printf(format string, args ...any) { fmt.Fprintf(e, format, args...) }
+
+// detectAndPlan looks at this machine and plans TEI for it under s. A
+// settings error is a usage error (exit 2).
+func detectAndPlan(g *globals, s plan.Settings) (hwdetect.Hardware, plan.Result, error) {
+	probes := hwdetect.DefaultProbes()
+	probes.Log = g.log
+	hw, err := hwdetect.Detect(g.ctx, probes)
+	if err != nil {
+		return hw, plan.Result{}, err
+	}
+	res, err := plan.Make(hw, s)
+	if err != nil {
+		return hw, res, exitError{code: 2, msg: err.Error()}
+	}
+	return hw, res, nil
+}

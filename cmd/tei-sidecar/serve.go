@@ -112,15 +112,9 @@ func (c *serveCmd) Run(g *globals) error {
 	if err := c.config("http://tei", "", nil).Validate(); err != nil {
 		return exitError{code: 2, msg: err.Error()}
 	}
-	probes := hwdetect.DefaultProbes()
-	probes.Log = g.log
-	hw, err := hwdetect.Detect(g.ctx, probes)
+	hw, res, err := detectAndPlan(g, c.Settings)
 	if err != nil {
 		return err
-	}
-	res, err := plan.Make(hw, c.Settings)
-	if err != nil {
-		return exitError{code: 2, msg: err.Error()}
 	}
 	mode, why, err := tei.ChooseMode(mode, tei.Host{
 		Plans:  res.Plans,
