@@ -9,29 +9,25 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jaypipes/ghw/pkg/snapshot"
 	"go.uber.org/goleak"
+
+	"github.com/tei-sidecar/tei-sidecar/hwdetect/hwtest"
 )
 
-// snapshots caches unpacked snapshots that tests only read.
-var snapshots = struct {
-	dir    string
-	mu     sync.Mutex
-	unpack map[string]string
-}{unpack: map[string]string{}}
+// snapshots are the recorded machines, unpacked once and shared.
+var snapshots *hwtest.Snapshots
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "hwdetect-snapshots")
-	if err != nil {
+	var err error
+	if snapshots, err = hwtest.Open(filepath.Join("testdata", "snapshots")); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	snapshots.dir = dir
 	code := m.Run()
-	os.RemoveAll(dir)
+	snapshots.Close()
 	if err := goleak.Find(); err != nil {
 		fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
 		code = 1
@@ -43,17 +39,7 @@ func TestMain(m *testing.M) {
 // that only read it.
 func recorded(t *testing.T, name string) string {
 	t.Helper()
-	snapshots.mu.Lock()
-	defer snapshots.mu.Unlock()
-	if root, ok := snapshots.unpack[name]; ok {
-		return root
-	}
-	root := filepath.Join(snapshots.dir, name)
-	if err := snapshot.UnpackInto(filepath.Join("testdata", "snapshots", name), root); err != nil {
-		t.Fatalf("unpacking %s: %v", name, err)
-	}
-	snapshots.unpack[name] = root
-	return root
+	return snapshots.Recorded(t, name)
 }
 
 // unpack extracts a recorded ghw snapshot from testdata/snapshots into a

@@ -8,11 +8,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/jaypipes/ghw/pkg/snapshot"
 	"go.uber.org/goleak"
+
+	"github.com/tei-sidecar/tei-sidecar/hwdetect/hwtest"
 
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
 	"github.com/tei-sidecar/tei-sidecar/plan"
@@ -21,21 +21,17 @@ import (
 // The recorded machines live with the detector that reads them.
 const machines = "../hwdetect/testdata"
 
-var snapshots = struct {
-	dir    string
-	mu     sync.Mutex
-	unpack map[string]string
-}{unpack: map[string]string{}}
+// snapshots are the recorded machines, unpacked once and shared.
+var snapshots *hwtest.Snapshots
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "plan-snapshots")
-	if err != nil {
+	var err error
+	if snapshots, err = hwtest.Open(filepath.Join(machines, "snapshots")); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	snapshots.dir = dir
 	code := m.Run()
-	os.RemoveAll(dir)
+	snapshots.Close()
 	if err := goleak.Find(); err != nil {
 		fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
 		code = 1
@@ -43,21 +39,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// recorded returns a recorded snapshot's unpacked tree, shared by tests
+// recorded returns a recorded snapshot's unpacked tree, shared by the tests
 // that only read it.
 func recorded(t *testing.T, name string) string {
 	t.Helper()
-	snapshots.mu.Lock()
-	defer snapshots.mu.Unlock()
-	if root, ok := snapshots.unpack[name]; ok {
-		return root
-	}
-	root := filepath.Join(snapshots.dir, name)
-	if err := snapshot.UnpackInto(filepath.Join(machines, "snapshots", name), root); err != nil {
-		t.Fatalf("unpacking %s: %v", name, err)
-	}
-	snapshots.unpack[name] = root
-	return root
+	return snapshots.Recorded(t, name)
 }
 
 // copyTree copies a recorded tree so a test may add devices to it.

@@ -1,0 +1,50 @@
+// Package hwtest gives tests the machines recorded in hwdetect/testdata:
+// ghw snapshot trees, unpacked once per test binary and shared read-only.
+package hwtest
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/jaypipes/ghw/pkg/snapshot"
+)
+
+// Snapshots unpacks recorded snapshots on first use. It is safe for
+// concurrent use; Close removes what it unpacked.
+type Snapshots struct {
+	src, dir string
+	mu       sync.Mutex
+	unpacked map[string]string
+}
+
+// Open returns the snapshots recorded in src (a testdata/snapshots folder),
+// to be unpacked below a new temporary directory.
+func Open(src string) (*Snapshots, error) {
+	dir, err := os.MkdirTemp("", "hwtest-snapshots")
+	if err != nil {
+		return nil, err
+	}
+	return &Snapshots{src: src, dir: dir, unpacked: map[string]string{}}, nil
+}
+
+// Close removes the unpacked trees.
+func (s *Snapshots) Close() { os.RemoveAll(s.dir) }
+
+// Recorded returns the unpacked tree of the snapshot file name, shared by
+// the tests that only read it.
+func (s *Snapshots) Recorded(t testing.TB, name string) string {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if root, ok := s.unpacked[name]; ok {
+		return root
+	}
+	root := filepath.Join(s.dir, name)
+	if err := snapshot.UnpackInto(filepath.Join(s.src, name), root); err != nil {
+		t.Fatalf("unpacking %s: %v", name, err)
+	}
+	s.unpacked[name] = root
+	return root
+}
