@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -237,3 +238,66 @@ func BenchmarkCacheMemory(b *testing.B) {
 }
 
 var jsonUnmarshal = func(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// cannedTransport answers /info and /embed in-process, without sockets, so
+// that a benchmark through it measures the proxy's own CPU.
+type cannedTransport struct {
+	info   []byte
+	bodies map[int][]byte
+}
+
+func (c *cannedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	body := c.info
+	h := http.Header{"Content-Type": {"application/json"}}
+	if r.URL.Path != "/info" {
+		var req struct {
+			Inputs []json.RawMessage `json:"inputs"`
+		}
+		rb, _ := io.ReadAll(r.Body)
+		if err := json.Unmarshal(rb, &req); err != nil {
+			return nil, err
+		}
+		body = c.bodies[len(req.Inputs)]
+		h.Set("x-compute-tokens", strconv.Itoa(8*len(req.Inputs)))
+	}
+	if r.Body != nil {
+		r.Body.Close()
+	}
+	return &http.Response{StatusCode: 200, Header: h, Body: io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)), Request: r}, nil
+}
+
+// BenchmarkMissCPU is the miss path (cache off) through the handler with an
+// in-process upstream: all of its time is the proxy's own work, per request
+// and per 1024-d item (target: at most 15 µs per item).
+func BenchmarkMissCPU(b *testing.B) {
+	_, body := cannedTEI(b)
+	ct := &cannedTransport{bodies: map[int][]byte{}}
+	ct.info = []byte(`{"model_id":"BAAI/bge-m3","model_sha":null,"model_dtype":"float16","model_type":{"embedding":{"pooling":"cls"}},"max_concurrent_requests":512,"max_input_length":8192,"max_batch_tokens":16384,"max_batch_requests":null,"max_client_batch_size":64,"auto_truncate":true,"tokenization_workers":1,"version":"1.9.3","sha":null,"docker_label":null}`)
+	for n := 1; n <= 64; n++ {
+		ct.bodies[n] = body(n)
+	}
+	cfg := DefaultConfig()
+	cfg.EmbedURL = "http://tei.invalid"
+	cfg.CacheSize = 0
+	cfg.Transport = ct
+	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := srv.Connect(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(srv.Close)
+	h := srv.Handler()
+	for _, n := range []int{1, 32} {
+		reqBody := batchBody("cpu", n)
+		b.Run(fmt.Sprintf("%dx1024", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				serveOnce(b, h, reqBody)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n)/1000, "µs/item")
+		})
+	}
+}

@@ -7,6 +7,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"time"
 )
@@ -75,6 +76,10 @@ type Config struct {
 	// RerankFinalN is how many passages it keeps by default
 	// (RERANK_FINAL_N, default 3, at least 1). Zero means the default.
 	RerankFinalN int
+
+	// Transport carries the calls to TEI. Nil means a pooled HTTP
+	// transport; benchmarks set an in-process one to measure the proxy alone.
+	Transport http.RoundTripper
 
 	// StartupTimeout bounds the wait for TEI's /info at start, while TEI
 	// downloads and loads its model (STARTUP_TIMEOUT, default 10m). Zero

@@ -53,6 +53,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.APIKey != "" {
 		opts = append(opts, tei.WithAPIKey(cfg.APIKey))
 	}
+	if cfg.Transport != nil {
+		opts = append(opts, tei.WithHTTPClient(&http.Client{Transport: cfg.Transport}))
+	}
 	ec, err := tei.NewClient(cfg.EmbedURL, opts...)
 	if err != nil {
 		return nil, err
