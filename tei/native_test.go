@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -14,16 +13,16 @@ import (
 	"time"
 
 	"github.com/tei-sidecar/tei-sidecar/plan"
+	"github.com/tei-sidecar/tei-sidecar/tests/teisim"
 )
 
 // buildSim compiles the TEI simulator as text-embeddings-router, the
 // binary a native launcher runs.
 func buildSim(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), plan.Binary)
-	out, err := exec.Command("go", "build", "-o", bin, "../tests/teisim/cmd/teisim").CombinedOutput()
+	bin, err := teisim.BuildRouter(t.Context(), t.TempDir())
 	if err != nil {
-		t.Fatalf("go build teisim: %v\n%s", err, out)
+		t.Fatal(err)
 	}
 	return bin
 }

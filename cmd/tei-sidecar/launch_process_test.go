@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -13,16 +11,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tei-sidecar/tei-sidecar/plan"
+	"github.com/tei-sidecar/tei-sidecar/tests/teisim"
 )
 
 // buildSimRouter compiles the TEI simulator as text-embeddings-router.
 func buildSimRouter(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), plan.Binary)
-	out, err := exec.Command("go", "build", "-o", bin, "../../tests/teisim/cmd/teisim").CombinedOutput()
+	bin, err := teisim.BuildRouter(t.Context(), t.TempDir())
 	if err != nil {
-		t.Fatalf("go build teisim: %v\n%s", err, out)
+		t.Fatal(err)
 	}
 	return bin
 }

@@ -13,8 +13,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -23,6 +21,8 @@ import (
 
 	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
+
+	"github.com/tei-sidecar/tei-sidecar/tests/teisim"
 )
 
 // RequireEnv names the variable that turns a missing Docker engine from a
@@ -130,23 +130,16 @@ func BuildSimImage(t testing.TB, tag string) {
 }
 
 func buildSimImage(ctx context.Context, provider *testcontainers.DockerProvider, tag string) error {
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		return err
-	}
 	dir, err := os.MkdirTemp("", "teisim-image-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 
-	bin := filepath.Join(dir, "text-embeddings-router")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./tests/teisim/cmd/teisim")
-	cmd.Dir = root
 	// Static, for an image FROM scratch, and for the engine's architecture.
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+engineArch(ctx, provider))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build teisim: %w\n%s", err, out)
+	bin, err := teisim.BuildRouter(ctx, dir, "GOOS=linux", "GOARCH="+engineArch(ctx, provider))
+	if err != nil {
+		return err
 	}
 	binary, err := os.ReadFile(bin)
 	if err != nil {
@@ -209,19 +202,6 @@ func buildContext(binary []byte) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-// moduleRoot finds the repository to build from, wherever the test runs.
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("not inside a Go module (GOMOD=%q)", gomod)
-	}
-	return filepath.Dir(gomod), nil
 }
 
 // engineArch is the engine's architecture as GOARCH spells it, falling back

@@ -1,7 +1,13 @@
 package teisim
 
 import (
+	"context"
+	"fmt"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -29,4 +35,38 @@ func Start(t testing.TB, args ...string) (*Server, string) {
 		ts.Close()
 	})
 	return s, ts.URL
+}
+
+// RouterName is TEI's binary, which the simulator's binary stands in for.
+const RouterName = "text-embeddings-router"
+
+// BuildRouter compiles the simulator's binary, static, as
+// dir/text-embeddings-router and returns its path. env adds to the build's
+// environment (GOOS, GOARCH for an image).
+func BuildRouter(ctx context.Context, dir string, env ...string) (string, error) {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, RouterName)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./tests/teisim/cmd/teisim")
+	cmd.Dir = root
+	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build teisim: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// moduleRoot finds the repository to build from, wherever the test runs.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", fmt.Errorf("not inside a Go module (GOMOD=%q)", gomod)
+	}
+	return filepath.Dir(gomod), nil
 }
