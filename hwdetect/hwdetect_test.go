@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/jaypipes/ghw/pkg/snapshot"
-	"go.uber.org/goleak"
 
 	"github.com/tei-sidecar/tei-sidecar/hwdetect/hwtest"
 )
@@ -20,20 +19,7 @@ import (
 // snapshots are the recorded machines, unpacked once and shared.
 var snapshots *hwtest.Snapshots
 
-func TestMain(m *testing.M) {
-	var err error
-	if snapshots, err = hwtest.Open(filepath.Join("testdata", "snapshots")); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	snapshots.Close()
-	if err := goleak.Find(); err != nil {
-		fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { hwtest.Main(m, filepath.Join("testdata", "snapshots"), &snapshots) }
 
 // recorded returns a recorded snapshot's unpacked tree, shared by the tests
 // that only read it.

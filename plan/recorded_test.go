@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"github.com/tei-sidecar/tei-sidecar/hwdetect/hwtest"
 
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
@@ -24,20 +22,7 @@ const machines = "../hwdetect/testdata"
 // snapshots are the recorded machines, unpacked once and shared.
 var snapshots *hwtest.Snapshots
 
-func TestMain(m *testing.M) {
-	var err error
-	if snapshots, err = hwtest.Open(filepath.Join(machines, "snapshots")); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	snapshots.Close()
-	if err := goleak.Find(); err != nil {
-		fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { hwtest.Main(m, filepath.Join(machines, "snapshots"), &snapshots) }
 
 // recorded returns a recorded snapshot's unpacked tree, shared by the tests
 // that only read it.

@@ -3,12 +3,14 @@
 package hwtest
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/jaypipes/ghw/pkg/snapshot"
+	"go.uber.org/goleak"
 )
 
 // Snapshots unpacks recorded snapshots on first use. It is safe for
@@ -47,4 +49,21 @@ func (s *Snapshots) Recorded(t testing.TB, name string) string {
 	}
 	s.unpacked[name] = root
 	return root
+}
+
+// Main is a test binary's TestMain: it opens the snapshots in src into *s,
+// runs the tests, removes what was unpacked and fails on leaked goroutines.
+func Main(m *testing.M, src string, s **Snapshots) {
+	var err error
+	if *s, err = Open(src); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	(*s).Close()
+	if err := goleak.Find(); err != nil {
+		fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
