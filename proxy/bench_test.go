@@ -301,3 +301,29 @@ func BenchmarkMissCPU(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHitSocket is a full hit of 32 inputs over a loopback socket, so
+// that the cost of writing the answer to a real connection is counted.
+func BenchmarkHitSocket(b *testing.B) {
+	url, _ := cannedTEI(b)
+	srv := benchServer(b, url, 10000)
+	hs := httptest.NewServer(srv.Handler())
+	b.Cleanup(hs.Close)
+	body := batchBody("socket", 32)
+	post := func() {
+		resp, err := http.Post(hs.URL+"/embed", "application/json", strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	post()
+	b.ReportAllocs()
+	for b.Loop() {
+		post()
+	}
+}
