@@ -624,3 +624,32 @@ func TestSetDown(t *testing.T) {
 		t.Errorf("after up: %d %s", st, b)
 	}
 }
+
+// TestNotReadyUntilEveryUpstreamConnected is a regression test: /ready said
+// ready once the embedding TEI was connected, while the reranker was not.
+func TestNotReadyUntilEveryUpstreamConnected(t *testing.T) {
+	_, emb := startSim(t, "--model-id", "BAAI/bge-small-en-v1.5")
+	_, rank := startSim(t, "--model-id", "BAAI/bge-reranker-v2-m3")
+	cfg := testConfig(emb)
+	cfg.RerankURL = rank
+	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	// Only the embedding TEI is connected, as while the reranker loads.
+	if err := srv.embedU.waitInfo(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st := get(t, hs.URL, "/ready"); st != 503 {
+		t.Errorf("/ready = %d with the reranker not connected, want 503", st)
+	}
+	if err := srv.Connect(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st := get(t, hs.URL, "/ready"); st != 200 {
+		t.Errorf("/ready = %d once connected, want 200", st)
+	}
+}

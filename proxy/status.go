@@ -14,8 +14,9 @@ import (
 // health answers 200 while the process is alive.
 func (s *Server) health(c echo.Context) error { return c.NoContent(http.StatusOK) }
 
-// ready answers 200 when the embedding TEI answers /health and its breaker
-// is not open; 503 with the reason otherwise.
+// ready answers 200 once every TEI has been connected, while the embedding
+// TEI answers /health and its breaker is not open; 503 with the reason
+// otherwise.
 func (s *Server) ready(c echo.Context) error {
 	if reason := s.notReady(c.Request().Context()); reason != "" {
 		return c.JSON(http.StatusServiceUnavailable, teiErrorBody{Error: reason, ErrorType: tei.TypeUnhealthy})
@@ -25,7 +26,8 @@ func (s *Server) ready(c echo.Context) error {
 
 // Ready reports why the server is not ready, or "" when it is.
 func (s *Server) notReady(ctx context.Context) string {
-	if s.embedU.info.Load() == nil {
+	// Model routes wait for every upstream's /info; so does readiness.
+	if s.embedU.info.Load() == nil || s.rankU.info.Load() == nil {
 		return "waiting for TEI to start"
 	}
 	for _, u := range []*upstream{s.embedU, s.rankU} {

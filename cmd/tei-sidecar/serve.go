@@ -250,8 +250,8 @@ func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launch) error {
 		}
 		return err
 	}
-	// Only now: the proxy's /ready looks at the embedding TEI alone, and
-	// must not say ready while the reranker is still being connected.
+	// The proxy is built once TEI's URLs are known (Docker picks the
+	// ports), so it takes over from the starting handler only now.
 	handler.set(srv.Handler())
 
 	// Supervisors outlive SIGTERM until the drain is over: TEI must keep
