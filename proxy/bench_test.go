@@ -58,7 +58,7 @@ func cannedTEI(b *testing.B) (string, func(n int) []byte) {
 		}
 		rb, _ := io.ReadAll(r.Body)
 		if err := jsonUnmarshal(rb, &req); err != nil {
-			http.Error(w, err.Error(), 422)
+			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

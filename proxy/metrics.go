@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // metrics are the sidecar's Prometheus metrics, on a registry owned by the
@@ -71,7 +72,7 @@ func newMetrics() *metrics {
 	m.reg.MustRegister(m.requests, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.coalesced,
 		m.upstreamCalls, m.upstreamInputs, m.upstreamLatency, m.breakerState, m.breakerTransition,
 		m.queueDepth, m.inflightInputs, m.retries,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

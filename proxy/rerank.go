@@ -33,8 +33,7 @@ type rankResult struct {
 
 // rerankCache keeps whole rerank answers; nil when disabled.
 type rerankCache struct {
-	lru   *lru.Cache[key, *rankResult]
-	bytes int64
+	lru *lru.Cache[key, *rankResult]
 }
 
 func newRerankCache(n int, m *metrics) *rerankCache {

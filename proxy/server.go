@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -235,9 +234,4 @@ func (s *Server) handleEchoError(err error, c echo.Context) {
 	}
 	s.log.Error("unhandled error", "err", err)
 	_ = c.JSON(http.StatusInternalServerError, teiErrorBody{Error: "internal error", ErrorType: tei.TypeBackend})
-}
-
-// deadlineLeft is used in Retry-After hints.
-func retryAfterSeconds(d time.Duration) string {
-	return strconv.Itoa(max(int((d+time.Second-1)/time.Second), 1))
 }
