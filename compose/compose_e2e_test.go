@@ -27,7 +27,7 @@ import (
 	tccompose "github.com/testcontainers/testcontainers-go/modules/compose"
 
 	"github.com/tei-sidecar/tei-sidecar/compose"
-	"github.com/tei-sidecar/tei-sidecar/tei"
+	"github.com/tei-sidecar/tei-sidecar/tei/launch"
 	"github.com/tei-sidecar/tei-sidecar/tests/dockertest"
 )
 
@@ -437,7 +437,7 @@ func listContainers(t *testing.T, api client.APIClient, labels ...string) []cont
 // compose.yaml names them after the project (TEI_PROJECT).
 func launchedContainers(t *testing.T, api client.APIClient, project string) []container.Summary {
 	t.Helper()
-	return listContainers(t, api, tei.LabelManagedBy+"=tei-sidecar", tei.LabelProject+"="+project)
+	return listContainers(t, api, launch.LabelManagedBy+"=tei-sidecar", launch.LabelProject+"="+project)
 }
 
 func serviceContainer(t *testing.T, api client.APIClient, project, service string) string {
@@ -592,7 +592,7 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 func forceRemove(t *testing.T, api client.APIClient, project, volume string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	for _, label := range [][]string{{composeProject + "=" + project}, {tei.LabelManagedBy + "=tei-sidecar", tei.LabelProject + "=" + project}} {
+	for _, label := range [][]string{{composeProject + "=" + project}, {launch.LabelManagedBy + "=tei-sidecar", launch.LabelProject + "=" + project}} {
 		res, err := api.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("label", label...)})
 		if err != nil {
 			t.Logf("cleanup: listing containers: %v", err)

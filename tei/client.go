@@ -1,5 +1,7 @@
 // Package tei is a typed client for Hugging Face Text Embeddings Inference
-// (TEI) 1.9.x over HTTP, and the launchers that start TEI.
+// (TEI) 1.9.x over HTTP: its requests and answers, its errors, and a
+// splitter for its answers. It uses the standard library only, so that the
+// proxy does not pull in what launching TEI needs (see tei/launch).
 package tei
 
 import (

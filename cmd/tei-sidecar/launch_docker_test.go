@@ -16,6 +16,7 @@ import (
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
 	"github.com/tei-sidecar/tei-sidecar/plan"
 	"github.com/tei-sidecar/tei-sidecar/tei"
+	"github.com/tei-sidecar/tei-sidecar/tei/launch"
 	"github.com/tei-sidecar/tei-sidecar/tests/dockertest"
 )
 
@@ -51,7 +52,7 @@ func expectedPlans(t *testing.T) map[plan.Role]plan.Plan {
 func teiContainers(t *testing.T, api client.APIClient, project string) map[string]container.Summary {
 	t.Helper()
 	res, err := api.ContainerList(context.Background(), client.ContainerListOptions{All: true,
-		Filters: client.Filters{}.Add("label", tei.LabelManagedBy+"=tei-sidecar", tei.LabelProject+"="+project)})
+		Filters: client.Filters{}.Add("label", launch.LabelManagedBy+"=tei-sidecar", launch.LabelProject+"="+project)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func teiContainers(t *testing.T, api client.APIClient, project string) map[strin
 func containerFor(t *testing.T, cs map[string]container.Summary, role plan.Role) string {
 	t.Helper()
 	for id, c := range cs {
-		if c.Labels[tei.LabelRole] == string(role) {
+		if c.Labels[launch.LabelRole] == string(role) {
 			return id
 		}
 	}
@@ -118,9 +119,9 @@ func TestServeLaunchesDocker(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := res.Container
-		if c.Config.Image != p.Image || !slices.Equal(c.Args, p.Args) || c.Config.Labels[tei.LabelPlanHash] != p.Hash() {
+		if c.Config.Image != p.Image || !slices.Equal(c.Args, p.Args) || c.Config.Labels[launch.LabelPlanHash] != p.Hash() {
 			t.Errorf("%s container runs %s %q (hash %s), plan %s %q (%s)", role, c.Config.Image, c.Args,
-				c.Config.Labels[tei.LabelPlanHash], p.Image, p.Args, p.Hash())
+				c.Config.Labels[launch.LabelPlanHash], p.Image, p.Args, p.Hash())
 		}
 		hostPort := ""
 		for port, bindings := range c.HostConfig.PortBindings {

@@ -21,7 +21,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/tei-sidecar/tei-sidecar/plan"
-	"github.com/tei-sidecar/tei-sidecar/tei"
+	"github.com/tei-sidecar/tei-sidecar/tei/launch"
 	"github.com/tei-sidecar/tei-sidecar/tests/dockertest"
 )
 
@@ -180,7 +180,7 @@ func TestServeInContainerJoinsItsNetwork(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		name := project + "-" + tei.ShortName(plan.Role(c.Labels[tei.LabelRole]))
+		name := project + "-" + launch.ShortName(plan.Role(c.Labels[launch.LabelRole]))
 		if n := len(res.Container.HostConfig.PortBindings); n != 0 {
 			t.Errorf("%s publishes %d ports, want none", name, n)
 		}

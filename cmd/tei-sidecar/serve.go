@@ -22,7 +22,7 @@ import (
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
 	"github.com/tei-sidecar/tei-sidecar/plan"
 	"github.com/tei-sidecar/tei-sidecar/proxy"
-	"github.com/tei-sidecar/tei-sidecar/tei"
+	"github.com/tei-sidecar/tei-sidecar/tei/launch"
 )
 
 // serveCmd launches TEI as planned for the hardware (or uses TEI at the URLs
@@ -88,11 +88,11 @@ func (c *serveCmd) config(embedURL, rerankURL string, plugin *plan.PluginSetting
 }
 
 func (c *serveCmd) Run(g *globals) error {
-	mode := tei.Mode(c.Launch)
-	if c.TEIEmbedURL != "" && mode != tei.ModeAuto && mode != tei.ModeNone {
+	mode := launch.Mode(c.Launch)
+	if c.TEIEmbedURL != "" && mode != launch.ModeAuto && mode != launch.ModeNone {
 		return exitError{code: 2, msg: fmt.Sprintf("TEI_EMBED_URL is set, so there is nothing to launch: unset it, or use --launch none (or auto) instead of %s", mode)}
 	}
-	if mode == tei.ModeNone || c.TEIEmbedURL != "" {
+	if mode == launch.ModeNone || c.TEIEmbedURL != "" {
 		cfg := c.config(c.TEIEmbedURL, c.TEIRerankURL, nil)
 		if err := cfg.Validate(); err != nil {
 			return exitError{code: 2, msg: err.Error()}
@@ -104,8 +104,8 @@ func (c *serveCmd) Run(g *globals) error {
 		if c.TEIRerankURL != "" {
 			plans = append(plans, plan.Plan{Role: plan.RoleRerank})
 		}
-		ext := tei.External{EmbedURL: c.TEIEmbedURL, RerankURL: c.TEIRerankURL, StartupTimeout: c.StartupTimeout}
-		return c.serve(g, cfg, launch{launcher: ext, plans: plans})
+		ext := launch.External{EmbedURL: c.TEIEmbedURL, RerankURL: c.TEIRerankURL, StartupTimeout: c.StartupTimeout}
+		return c.serve(g, cfg, launchSet{launcher: ext, plans: plans})
 	}
 
 	// Fail on bad proxy settings before launching anything.
@@ -116,10 +116,10 @@ func (c *serveCmd) Run(g *globals) error {
 	if err != nil {
 		return err
 	}
-	mode, why, err := tei.ChooseMode(mode, tei.Host{
+	mode, why, err := launch.ChooseMode(mode, launch.Host{
 		Plans:  res.Plans,
 		Docker: func() error { return c.pingDocker(g) },
-		Binary: func() (string, error) { return tei.FindBinary(c.TEIBinary) },
+		Binary: func() (string, error) { return launch.FindBinary(c.TEIBinary) },
 	})
 	if err != nil {
 		return exitError{code: 1, msg: err.Error()}
@@ -136,12 +136,12 @@ func (c *serveCmd) Run(g *globals) error {
 		g.log.Warn("plan", "warning", w)
 	}
 	g.log.Info("launching TEI", "mode", string(mode), "why", why, "platform", res.Platform)
-	return c.serve(g, c.config("", "", &res.Plugin), launch{launcher: l, plans: res.Plans, supervise: true})
+	return c.serve(g, c.config("", "", &res.Plugin), launchSet{launcher: l, plans: res.Plans, supervise: true})
 }
 
 // pingDocker reports whether the Docker engine answers.
 func (c *serveCmd) pingDocker(g *globals) error {
-	d, err := tei.NewDocker(tei.DockerOptions{}, g.log)
+	d, err := launch.NewDocker(launch.DockerOptions{}, g.log)
 	if err != nil {
 		return err
 	}
@@ -153,40 +153,40 @@ func (c *serveCmd) pingDocker(g *globals) error {
 
 // describer is a launcher that can say what it would run, for --dry-run.
 type describer interface {
-	tei.Launcher
-	Describe(context.Context, plan.Plan) tei.Description
+	launch.Launcher
+	Describe(context.Context, plan.Plan) launch.Description
 }
 
 var (
-	_ describer      = (*tei.Docker)(nil)
-	_ describer      = (*tei.Native)(nil)
-	_ tei.StatusSink = (*proxy.Server)(nil)
+	_ describer         = (*launch.Docker)(nil)
+	_ describer         = (*launch.Native)(nil)
+	_ launch.StatusSink = (*proxy.Server)(nil)
 )
 
 // launcher builds the launcher for mode; closeFn releases it.
-func (c *serveCmd) launcher(g *globals, mode tei.Mode, hw hwdetect.Hardware) (l describer, closeFn func(), err error) {
+func (c *serveCmd) launcher(g *globals, mode launch.Mode, hw hwdetect.Hardware) (l describer, closeFn func(), err error) {
 	switch mode {
-	case tei.ModeDocker:
-		opts := tei.DockerOptions{
+	case launch.ModeDocker:
+		opts := launch.DockerOptions{
 			Project: c.Project, ModelCache: c.ModelCache, Keep: c.Keep,
 			PullProgress: g.stderr, InContainer: hw.Container.InContainer, StartupTimeout: c.StartupTimeout,
 		}
 		if c.FallbackCPU {
-			opts.CPUFallback = tei.CPUFallback(hw, c.Settings)
+			opts.CPUFallback = launch.CPUFallback(hw, c.Settings)
 		}
-		d, err := tei.NewDocker(opts, g.log)
+		d, err := launch.NewDocker(opts, g.log)
 		if err != nil {
 			return nil, nil, err
 		}
 		return d, func() { _ = d.Close() }, nil
-	case tei.ModeProcess:
-		opts := tei.NativeOptions{Binary: c.TEIBinary, StartupTimeout: c.StartupTimeout}
+	case launch.ModeProcess:
+		opts := launch.NativeOptions{Binary: c.TEIBinary, StartupTimeout: c.StartupTimeout}
 		if filepath.IsAbs(c.ModelCache) {
 			opts.ModelCache = c.ModelCache
 		} else if c.ModelCache != "" {
 			g.log.Warn("TEI_MODEL_CACHE names a Docker volume, which a native TEI cannot use: using TEI's own cache", "model_cache", c.ModelCache)
 		}
-		n, err := tei.NewNative(opts, g.log)
+		n, err := launch.NewNative(opts, g.log)
 		if err != nil {
 			return nil, nil, exitError{code: 1, msg: err.Error()}
 		}
@@ -195,16 +195,16 @@ func (c *serveCmd) launcher(g *globals, mode tei.Mode, hw hwdetect.Hardware) (l 
 	return nil, nil, fmt.Errorf("unknown launch mode %q", mode)
 }
 
-// launch is what serve starts and, when supervise is set, restarts.
-type launch struct {
-	launcher  tei.Launcher
+// launchSet is what serve starts and, when supervise is set, restarts.
+type launchSet struct {
+	launcher  launch.Launcher
 	plans     []plan.Plan
 	supervise bool
 }
 
 // serve listens, launches TEI, proxies to it, and on SIGTERM drains
 // in-flight requests, then stops what it launched.
-func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launch) error {
+func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launchSet) error {
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return err
@@ -266,7 +266,7 @@ func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launch) error {
 		if !l.supervise {
 			continue
 		}
-		sup := tei.NewSupervisor(l.launcher, l.plans[i], srv, tei.SuperviseOptions{
+		sup := launch.NewSupervisor(l.launcher, l.plans[i], srv, launch.SuperviseOptions{
 			HealthEvery: c.HealthEvery, Failures: c.HealthFails, RestartMax: c.RestartMax,
 		}, g.log)
 		supervisors.Go(func() { sup.Run(supCtx, inst) })
@@ -299,8 +299,8 @@ func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launch) error {
 }
 
 // launchAll launches every plan at once; when one fails it stops the rest.
-func launchAll(ctx context.Context, l tei.Launcher, plans []plan.Plan) ([]*tei.Instance, error) {
-	insts := make([]*tei.Instance, len(plans))
+func launchAll(ctx context.Context, l launch.Launcher, plans []plan.Plan) ([]*launch.Instance, error) {
+	insts := make([]*launch.Instance, len(plans))
 	eg, ectx := errgroup.WithContext(ctx)
 	for i, p := range plans {
 		eg.Go(func() error {
@@ -317,7 +317,7 @@ func launchAll(ctx context.Context, l tei.Launcher, plans []plan.Plan) ([]*tei.I
 }
 
 // releaseAll lets go of instances serve will not supervise.
-func releaseAll(insts []*tei.Instance) {
+func releaseAll(insts []*launch.Instance) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, in := range insts {
@@ -353,7 +353,7 @@ func (startingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // printLaunch is --dry-run's report of what would be launched.
-func (c *serveCmd) printLaunch(ctx context.Context, w io.Writer, res plan.Result, mode tei.Mode, why string, l describer) error {
+func (c *serveCmd) printLaunch(ctx context.Context, w io.Writer, res plan.Result, mode launch.Mode, why string, l describer) error {
 	out := &errWriter{w: w}
 	out.printf("tei-sidecar serve --dry-run: nothing was started.\n\n")
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -363,7 +363,7 @@ func (c *serveCmd) printLaunch(ctx context.Context, w io.Writer, res plan.Result
 	row("launch", fmt.Sprintf("%s: %s", mode, why))
 	row("listen", c.Listen)
 	row("proxy", fmt.Sprintf("cache %d entries, rerank %t (k=%d, final_n=%d)", res.Plugin.CacheSize, res.Plugin.RerankEnable, res.Plugin.RerankK, res.Plugin.RerankFinalN))
-	if mode == tei.ModeDocker {
+	if mode == launch.ModeDocker {
 		row("keep containers", fmt.Sprint(c.Keep))
 		row("CPU fallback", fmt.Sprint(c.FallbackCPU))
 	}

@@ -1,4 +1,4 @@
-package tei
+package launch
 
 import (
 	"errors"

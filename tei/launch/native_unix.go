@@ -1,6 +1,6 @@
 //go:build unix
 
-package tei
+package launch
 
 import "syscall"
 

@@ -1,4 +1,7 @@
-package tei
+// Package launch starts and supervises TEI: in Docker (TEI's images), as a
+// native process (text-embeddings-router), or not at all (TEI at URLs
+// given). It diagnoses failed starts and restarts TEI that exits.
+package launch
 
 import (
 	"context"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
 	"github.com/tei-sidecar/tei-sidecar/plan"
+	"github.com/tei-sidecar/tei-sidecar/tei"
 )
 
 // Launcher starts TEI for one plan.
@@ -200,9 +204,9 @@ func waitReady(ctx context.Context, url string, p plan.Plan, exited <-chan struc
 
 // probeClient is a client for checking TEI with connections of its own,
 // which done closes, so no keep-alive goroutine outlives the checks.
-func probeClient(url string) (c *Client, done func(), err error) {
-	tr := NewTransport()
-	c, err = NewClient(url, WithHTTPClient(&http.Client{Transport: tr}))
+func probeClient(url string) (c *tei.Client, done func(), err error) {
+	tr := tei.NewTransport()
+	c, err = tei.NewClient(url, tei.WithHTTPClient(&http.Client{Transport: tr}))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -210,7 +214,7 @@ func probeClient(url string) (c *Client, done func(), err error) {
 }
 
 // probe checks /health, then /info against p.
-func probe(ctx context.Context, c *Client, p plan.Plan) error {
+func probe(ctx context.Context, c *tei.Client, p plan.Plan) error {
 	hctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	if err := c.Health(hctx); err != nil {
@@ -228,7 +232,7 @@ var errMismatch = errors.New("TEI's /info does not match the plan")
 
 // CheckInfo reports where a running TEI's /info differs from p in what the
 // plan decides: model id, dtype, max_batch_tokens, max_client_batch_size.
-func CheckInfo(info *Info, p plan.Plan) error {
+func CheckInfo(info *tei.Info, p plan.Plan) error {
 	var diffs []string
 	check := func(field, got, want string) {
 		if got != want {

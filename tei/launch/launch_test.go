@@ -1,4 +1,4 @@
-package tei
+package launch
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
 	"github.com/tei-sidecar/tei-sidecar/plan"
+	"github.com/tei-sidecar/tei-sidecar/tei"
 )
 
 // discard is a logger for tests that do not read the log.
@@ -308,7 +309,7 @@ func TestArgs(t *testing.T) {
 
 func TestCheckInfo(t *testing.T) {
 	p := plan.Plan{Model: "BAAI/bge-small-en-v1.5", DType: "float32", MaxBatchTokens: 16384, MaxClientBatchSize: 16}
-	ok := &Info{ModelID: p.Model, ModelDType: "float32", MaxBatchTokens: 16384, MaxClientBatchSize: 16}
+	ok := &tei.Info{ModelID: p.Model, ModelDType: "float32", MaxBatchTokens: 16384, MaxClientBatchSize: 16}
 	if err := CheckInfo(ok, p); err != nil {
 		t.Errorf("matching /info: %v", err)
 	}
