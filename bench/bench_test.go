@@ -35,8 +35,8 @@ func simulators(t *testing.T) (embedURL, rerankURL string) {
 func sidecar(t *testing.T, embedURL, rerankURL string) string {
 	t.Helper()
 	cfg := proxy.DefaultConfig()
-	cfg.EmbedURL = embedURL
-	cfg.RerankURL = rerankURL
+	cfg.EmbedURLs = []string{embedURL}
+	cfg.RerankURLs = []string{rerankURL}
 	srv, err := proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

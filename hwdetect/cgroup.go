@@ -165,3 +165,12 @@ func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
 }
+
+// MemoryLimit reads only the cgroup memory limit of this process, as
+// Detect does (the smallest over its cgroup's ancestors), without probing
+// anything else; ok is false when there is none.
+func MemoryLimit(p Probes) (limit int64, ok bool) {
+	d := &detector{p: p.withDefaults(), hw: &Hardware{}}
+	d.detectCgroup()
+	return d.hw.Memory.LimitBytes.Value, d.hw.Memory.LimitBytes.Known()
+}

@@ -9,9 +9,6 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// errUnauthorized is a missing or wrong bearer token.
-var errUnauthorized = &requestError{status: http.StatusUnauthorized, typ: "Unauthorized", msg: "missing or invalid bearer token"}
-
 // tokenDigests are the accepted tokens' SHA-256 digests: comparing digests
 // of equal length in constant time reveals neither a token's content nor
 // its length.

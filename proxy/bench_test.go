@@ -72,7 +72,7 @@ func cannedTEI(b *testing.B) (string, func(n int) []byte) {
 func benchServer(b *testing.B, url string, cacheSize int) *Server {
 	b.Helper()
 	cfg := DefaultConfig()
-	cfg.EmbedURL = url
+	cfg.EmbedURLs = []string{url}
 	cfg.CacheSize = cacheSize
 	cfg.CacheBytes = 0
 	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -220,7 +220,7 @@ func BenchmarkCacheMemory(b *testing.B) {
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		c := newEmbedCache(n, 0, newMetrics())
+		c := newLRU[*entry](n, 0, newMetrics().cacheEvictions.WithLabelValues("embed"))
 		jsonBytes := 0
 		for i := range n {
 			it := items[i%len(items)]
@@ -236,8 +236,6 @@ func BenchmarkCacheMemory(b *testing.B) {
 		b.ReportMetric(float64(jsonBytes)/n, "json-bytes/entry")
 	}
 }
-
-var jsonUnmarshal = func(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // cannedTransport answers /info and /embed in-process, without sockets, so
 // that a benchmark through it measures the proxy's own CPU.
@@ -278,7 +276,7 @@ func BenchmarkMissCPU(b *testing.B) {
 		ct.bodies[n] = body(n)
 	}
 	cfg := DefaultConfig()
-	cfg.EmbedURL = "http://tei.invalid"
+	cfg.EmbedURLs = []string{"http://tei.invalid"}
 	cfg.CacheSize = 0
 	cfg.Transport = ct
 	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))

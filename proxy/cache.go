@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tei-sidecar/tei-sidecar/tei"
 )
@@ -17,6 +18,85 @@ import (
 // key identifies one cached answer: a SHA-256 over everything that changes
 // the output (see embedParams.keyPrefix) and the text.
 type key [sha256.Size]byte
+
+// sized is a value kept in an lruCache. The cache charges admit's bytes when
+// the value enters and subtracts release's when it leaves; a value whose
+// size grows while cached (an entry gaining its base64 form) charges the
+// growth through the cache it was admitted to, so that what is subtracted
+// is always exactly what was charged.
+type sized interface {
+	// admit records that the value entered c and returns its bytes.
+	admit(c bytesCharger) int64
+	// release records that it left and returns every byte charged for it.
+	release() int64
+}
+
+// bytesCharger is what a cached value charges later growth to.
+type bytesCharger interface{ charge(n int64) }
+
+// lruCache is an LRU bounded by entries and bytes, safe for concurrent use.
+// A nil *lruCache is a disabled cache: it misses and keeps nothing.
+type lruCache[V sized] struct {
+	lru       *lru.Cache[key, V]
+	maxBytes  int64
+	bytes     atomic.Int64
+	evictions prometheus.Counter
+}
+
+// newLRU returns a cache of at most maxEntries entries and about maxBytes
+// bytes (0: no byte bound), or nil when maxEntries is 0.
+func newLRU[V sized](maxEntries int, maxBytes int64, evictions prometheus.Counter) *lruCache[V] {
+	if maxEntries <= 0 {
+		return nil
+	}
+	c := &lruCache[V]{maxBytes: maxBytes, evictions: evictions}
+	c.lru, _ = lru.NewWithEvict(maxEntries, func(_ key, v V) {
+		c.bytes.Add(-v.release())
+		evictions.Inc()
+	})
+	return c
+}
+
+// get returns the value for k.
+func (c *lruCache[V]) get(k key) (V, bool) {
+	if c == nil {
+		var zero V
+		return zero, false
+	}
+	return c.lru.Get(k)
+}
+
+// add stores v under k unless k is already present, then trims the cache to
+// its byte budget. It returns the value cached under k.
+func (c *lruCache[V]) add(k key, v V) V {
+	if c == nil {
+		return v
+	}
+	if old, ok, _ := c.lru.PeekOrAdd(k, v); ok {
+		return old
+	}
+	c.charge(v.admit(c))
+	return v
+}
+
+// charge adds n bytes to the cache's count and evicts the oldest entries
+// while it is over budget.
+func (c *lruCache[V]) charge(n int64) {
+	c.bytes.Add(n)
+	for c.maxBytes > 0 && c.bytes.Load() > c.maxBytes {
+		if _, _, ok := c.lru.RemoveOldest(); !ok {
+			break
+		}
+	}
+}
+
+// stats reports entries and bytes.
+func (c *lruCache[V]) stats() (entries int, bytes int64) {
+	if c == nil {
+		return 0, 0
+	}
+	return c.lru.Len(), c.bytes.Load()
+}
 
 // entry is one input's embedding as TEI wrote it. Entries are shared between
 // requests and never modified after creation, except for the lazily added
@@ -28,13 +108,37 @@ type entry struct {
 	// tokens is the item's share of TEI's x-compute-tokens (exact when the
 	// item went upstream alone, apportioned by length otherwise).
 	tokens int
-	// b64 caches the OpenAI base64 form (little-endian float32), computed at
-	// most once.
-	b64 atomic.Pointer[string]
+
+	mu      sync.Mutex
+	b64     atomic.Pointer[string] // the OpenAI base64 form, computed at most once
+	cache   bytesCharger           // where it is cached; nil when not (or no longer)
+	charged int64                  // bytes charged to cache
+}
+
+// entryOverhead approximates the bookkeeping bytes of one cache entry (LRU
+// element, map slot, key, entry struct) for the byte budget.
+const entryOverhead = 200
+
+func (e *entry) admit(c bytesCharger) int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cache = c
+	e.charged = int64(len(e.json) + entryOverhead)
+	if p := e.b64.Load(); p != nil {
+		e.charged += int64(len(*p))
+	}
+	return e.charged
+}
+
+func (e *entry) release() int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cache = nil
+	return e.charged
 }
 
 // base64 returns the item as base64 of little-endian float32, computing it
-// on first use.
+// on first use and charging it to the cache that holds the entry.
 func (e *entry) base64() (string, error) {
 	if p := e.b64.Load(); p != nil {
 		return *p, nil
@@ -48,75 +152,21 @@ func (e *entry) base64() (string, error) {
 		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(f))
 	}
 	s := base64.StdEncoding.EncodeToString(raw)
-	e.b64.CompareAndSwap(nil, &s)
-	return *e.b64.Load(), nil
-}
-
-// entryOverhead approximates the bookkeeping bytes of one cache entry (LRU
-// element, map slot, key, entry struct) for the byte budget.
-const entryOverhead = 160
-
-func (e *entry) size() int64 {
-	n := int64(len(e.json) + entryOverhead)
-	if p := e.b64.Load(); p != nil {
-		n += int64(len(*p))
+	e.mu.Lock()
+	if !e.b64.CompareAndSwap(nil, &s) {
+		e.mu.Unlock()
+		return *e.b64.Load(), nil
 	}
-	return n
-}
-
-// embedCache is the per-text LRU: at most maxEntries entries and about
-// maxBytes bytes. It is safe for concurrent use.
-type embedCache struct {
-	lru      *lru.Cache[key, *entry]
-	maxBytes int64
-	bytes    atomic.Int64
-	m        *metrics
-}
-
-// newEmbedCache returns a cache, or nil when maxEntries is 0 (disabled).
-func newEmbedCache(maxEntries int, maxBytes int64, m *metrics) *embedCache {
-	if maxEntries <= 0 {
-		return nil
+	c := e.cache
+	if c != nil {
+		e.charged += int64(len(s))
 	}
-	c := &embedCache{maxBytes: maxBytes, m: m}
-	c.lru, _ = lru.NewWithEvict(maxEntries, func(_ key, e *entry) {
-		c.bytes.Add(-e.size())
-		m.cacheEvictions.Inc()
-	})
-	return c
-}
-
-// get returns the entry for k. A nil cache always misses.
-func (c *embedCache) get(k key) (*entry, bool) {
-	if c == nil {
-		return nil, false
+	e.mu.Unlock()
+	if c != nil {
+		// Outside e.mu: charging may evict entries, this one included.
+		c.charge(int64(len(s)))
 	}
-	return c.lru.Get(k)
-}
-
-// add stores e under k unless k is already present, then trims the cache
-// to its byte budget.
-func (c *embedCache) add(k key, e *entry) {
-	if c == nil {
-		return
-	}
-	if _, ok, _ := c.lru.PeekOrAdd(k, e); ok {
-		return
-	}
-	c.bytes.Add(e.size())
-	for c.maxBytes > 0 && c.bytes.Load() > c.maxBytes {
-		if _, _, ok := c.lru.RemoveOldest(); !ok {
-			break
-		}
-	}
-}
-
-// stats reports entries and bytes.
-func (c *embedCache) stats() (entries int, bytes int64) {
-	if c == nil {
-		return 0, 0
-	}
-	return c.lru.Len(), c.bytes.Load()
+	return s, nil
 }
 
 var keyBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}

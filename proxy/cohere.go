@@ -3,23 +3,21 @@ package proxy
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/labstack/echo/v4"
 )
 
 // cohereRequest is the body of Cohere's rerank (v1 and v2) and Jina's,
 // which share it: documents are strings or {"text": ...} objects.
 type cohereRequest struct {
-	Model           *string           `json:"model"`
-	Query           *string           `json:"query"`
-	Documents       []json.RawMessage `json:"documents"`
-	TopN            *int              `json:"top_n"`
-	ReturnDocuments *bool             `json:"return_documents"`
+	Model           *string          `json:"model"`
+	Query           *string          `json:"query"`
+	Documents       []jsontext.Value `json:"documents"`
+	TopN            *int             `json:"top_n"`
+	ReturnDocuments *bool            `json:"return_documents"`
 }
 
 type cohereResult struct {
@@ -73,9 +71,10 @@ func (s *Server) cohereRerank(version string) echo.HandlerFunc {
 		if req.Query == nil {
 			return bad("query", "query is required")
 		}
-		if req.Model != nil && *req.Model != "" && !s.servesModel(*req.Model, s.rankU) {
+		info := s.rankP.info()
+		if req.Model != nil && *req.Model != "" && !s.servesModel(*req.Model, info) {
 			return s.cohereError(c, &requestError{status: 404, typ: "model_not_found", param: "model",
-				msg: fmt.Sprintf("model %q not found; this server reranks with %s", *req.Model, s.rankU.info.Load().ModelID)})
+				msg: fmt.Sprintf("model %q not found; this server reranks with %s", *req.Model, info.ModelID)})
 		}
 		texts := make([]string, len(req.Documents))
 		for i, d := range req.Documents {
@@ -84,9 +83,9 @@ func (s *Server) cohereRerank(version string) echo.HandlerFunc {
 				Text *string `json:"text"`
 			}
 			switch {
-			case json.Unmarshal(d, &str) == nil:
+			case jsonUnmarshal(d, &str) == nil:
 				texts[i] = str
-			case version == "1" && json.Unmarshal(d, &obj) == nil && obj.Text != nil:
+			case version == "1" && jsonUnmarshal(d, &obj) == nil && obj.Text != nil:
 				texts[i] = *obj.Text
 			default:
 				return bad("documents", "documents[%d] must be a string%s", i, map[bool]string{true: ` or {"text": ...}`}[version == "1"])
@@ -95,8 +94,7 @@ func (s *Server) cohereRerank(version string) echo.HandlerFunc {
 		if req.TopN != nil && *req.TopN < 1 {
 			return bad("top_n", "top_n must be at least 1, got %d", *req.TopN)
 		}
-		info := s.rankU.info.Load()
-		res, err := s.rerank(c.Request().Context(), s.rankU, rerankParams{query: *req.Query, texts: texts,
+		res, err := s.rerank(c.Request().Context(), s.rankP, rerankParams{query: *req.Query, texts: texts,
 			truncate: info.AutoTruncate, direction: "Right"})
 		if err != nil {
 			return s.cohereError(c, err)
@@ -115,7 +113,7 @@ func (s *Server) cohereRerank(version string) echo.HandlerFunc {
 				out.Results[i].Document = &cohereDocument{Text: texts[r.Index]}
 			}
 		}
-		return c.JSON(http.StatusOK, out)
+		return writeJSON(c, http.StatusOK, out)
 	}
 }
 
@@ -124,26 +122,4 @@ func newID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// cohereError writes err as Cohere does: {"message": ...}.
-func (s *Server) cohereError(c echo.Context, err error) error {
-	status, _, msg, retry := s.classify(err)
-	var re *requestError
-	if errors.As(err, &re) && re.typ == "" {
-		// A malformed body is the caller's error: 400, not TEI's 413/415/422.
-		status = http.StatusBadRequest
-	}
-	switch {
-	case status == 499:
-		return nil
-	case status == http.StatusFailedDependency:
-		status = http.StatusBadGateway
-	case status == http.StatusUnprocessableEntity || status == http.StatusRequestEntityTooLarge || status == http.StatusUnsupportedMediaType:
-		status = http.StatusBadRequest
-	}
-	if retry > 0 {
-		c.Response().Header().Set("Retry-After", strconv.Itoa(retry))
-	}
-	return c.JSON(status, map[string]string{"message": msg})
 }

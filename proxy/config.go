@@ -1,7 +1,8 @@
 // Package proxy serves TEI's API, OpenAI's embeddings API, a Cohere-style
-// rerank and the retrieval plugin's own calls in front of one or two TEI
-// servers, through a per-text cache with coalescing, batch splitting,
-// admission control and a circuit breaker.
+// rerank and the retrieval plugin's own calls in front of pools of TEI
+// replicas, through a per-text cache, with coalescing, a scheduler that
+// batches and prioritises work, batch splitting, failover and a circuit
+// breaker per replica.
 package proxy
 
 import (
@@ -9,49 +10,75 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
 // Config is the proxy's whole configuration. DefaultConfig gives the
-// defaults; each field says what its zero value means.
+// defaults, the one place they are written; each field says what its zero
+// value means.
 type Config struct {
-	// EmbedURL is the embedding TEI's base URL (TEI_EMBED_URL). Required.
-	EmbedURL string
-	// RerankURL is the reranking TEI's base URL (TEI_RERANK_URL). Empty
-	// sends rerank calls to EmbedURL, which answers 424 unless it serves a
-	// reranker.
-	RerankURL string
+	// EmbedURLs are the embedding model's TEI replicas (TEI_EMBED_URL, a
+	// comma-separated list of base URLs). At least one is required.
+	EmbedURLs []string
+	// RerankURLs are the reranker's replicas (TEI_RERANK_URL). Empty sends
+	// rerank calls to the embedding pool, which answers 424 unless its
+	// model is a reranker.
+	RerankURLs []string
 	// APIKey is sent to TEI as a bearer token, for TEI started with
 	// --api-key (TEI_API_KEY). Empty sends none.
 	APIKey string
+	// UpstreamPayloadLimit is the largest request body sent to TEI, in
+	// bytes (TEI_PAYLOAD_LIMIT, default 2000000, TEI's --payload-limit
+	// default). Batches are split to stay under it; a replica answering
+	// 413 lowers its own limit. Zero means the default.
+	UpstreamPayloadLimit int64
 
 	// CacheSize is the number of per-text embeddings kept
 	// (EMBEDDING_CACHE_SIZE, default 2000). Zero disables the cache.
 	CacheSize int
-	// CacheBytes bounds the cache's memory (CACHE_MAX_BYTES, default 256 MiB).
-	// Zero means no byte bound.
+	// CacheBytes bounds the embedding cache's memory (CACHE_MAX_BYTES,
+	// default 256 MiB). Zero means no byte bound.
 	CacheBytes int64
 	// RerankCacheSize is the number of whole rerank answers kept
 	// (RERANK_CACHE_SIZE, default 1000). Zero disables it.
 	RerankCacheSize int
+	// RerankCacheBytes bounds the rerank cache's memory
+	// (RERANK_CACHE_MAX_BYTES, default 64 MiB). Zero means no byte bound.
+	RerankCacheBytes int64
 
 	// RequestTimeout is the deadline of one request, retries included
 	// (REQUEST_TIMEOUT, default 30s). Zero means no deadline.
 	RequestTimeout time.Duration
 	// BodyLimit is the largest request body accepted, in bytes
-	// (PAYLOAD_LIMIT, default 2000000 as in TEI). Zero means TEI's default.
+	// (PAYLOAD_LIMIT, default 2000000 as in TEI). Zero means the default.
 	BodyLimit int64
-	// QueueInputs bounds how many inputs may wait for an upstream permit
-	// beyond TEI's max_concurrent_requests (QUEUE_INPUTS, default 4096).
-	// Zero means no waiting: excess gets 429 at once, as TEI itself does.
+	// QueueInputs bounds how many inputs may wait in the scheduler
+	// (QUEUE_INPUTS, default 4096). A request is always let in when
+	// nothing waits, however large; beyond the bound, others get 429.
+	// Zero means no waiting: what TEI cannot take at once gets 429, as TEI
+	// itself answers.
 	QueueInputs int
+	// PriorityInteractiveMaxInputs is the most inputs of a request that
+	// goes ahead of bulk work as a query (PRIORITY_INTERACTIVE_MAX_INPUTS,
+	// default 4). Zero means the default.
+	PriorityInteractiveMaxInputs int
+	// PriorityAllowRaise lets a request's "X-Priority: interactive" raise
+	// it above bulk (PRIORITY_ALLOW_RAISE, default false: X-Priority can
+	// only lower a request to bulk).
+	PriorityAllowRaise bool
+	// BulkShare is the least share of TEI calls bulk work gets while
+	// queries wait, in (0, 1] (PRIORITY_BULK_SHARE, default 0.2), so ingest
+	// is never starved. Zero means the default.
+	BulkShare float64
 
-	// BreakerFailures is how many consecutive backend failures open an
-	// upstream's circuit breaker (BREAKER_FAILURES, default 5). Zero means
-	// the default.
+	// BreakerFailures is how many consecutive failures of a replica open
+	// its circuit breaker (BREAKER_FAILURES, default 5). Zero means the
+	// default.
 	BreakerFailures int
 	// BreakerOpenFor is how long an open breaker fails fast before letting
-	// a probe through (BREAKER_OPEN_FOR, default 10s). Zero means the default.
+	// a probe through (BREAKER_OPEN_FOR, default 10s). Zero means the
+	// default.
 	BreakerOpenFor time.Duration
 
 	// BearerTokens, when not empty, are the tokens accepted in
@@ -81,56 +108,70 @@ type Config struct {
 	// transport; benchmarks set an in-process one to measure the proxy alone.
 	Transport http.RoundTripper
 
-	// StartupTimeout bounds the wait for TEI's /info at start, while TEI
-	// downloads and loads its model (STARTUP_TIMEOUT, default 10m). Zero
-	// means wait until stopped.
+	// StartupTimeout bounds Connect's wait for a ready replica of every
+	// pool, while TEI downloads and loads its model (STARTUP_TIMEOUT,
+	// default 10m). Zero means wait until stopped.
 	StartupTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		CacheSize:       2000,
-		CacheBytes:      256 << 20,
-		RerankCacheSize: 1000,
-		RequestTimeout:  30 * time.Second,
-		BodyLimit:       2_000_000,
-		QueueInputs:     4096,
-		BreakerFailures: 5,
-		BreakerOpenFor:  10 * time.Second,
-		StartupTimeout:  10 * time.Minute,
-		RerankEnable:    true,
-		RerankK:         5,
-		RerankFinalN:    3,
+		UpstreamPayloadLimit:         2_000_000,
+		CacheSize:                    2000,
+		CacheBytes:                   256 << 20,
+		RerankCacheSize:              1000,
+		RerankCacheBytes:             64 << 20,
+		RequestTimeout:               30 * time.Second,
+		BodyLimit:                    2_000_000,
+		QueueInputs:                  4096,
+		PriorityInteractiveMaxInputs: 4,
+		BulkShare:                    0.2,
+		BreakerFailures:              5,
+		BreakerOpenFor:               10 * time.Second,
+		StartupTimeout:               10 * time.Minute,
+		RerankEnable:                 true,
+		RerankK:                      5,
+		RerankFinalN:                 3,
 	}
 }
 
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
-	if c.EmbedURL == "" {
+	if len(c.EmbedURLs) == 0 {
 		return errors.New("TEI_EMBED_URL is required: the embedding TEI's base URL, e.g. http://127.0.0.1:3000")
 	}
-	if err := checkURL("TEI_EMBED_URL", c.EmbedURL); err != nil {
-		return err
+	for _, u := range c.EmbedURLs {
+		if err := checkURL("TEI_EMBED_URL", u); err != nil {
+			return err
+		}
 	}
-	if c.RerankURL != "" {
-		if err := checkURL("TEI_RERANK_URL", c.RerankURL); err != nil {
+	for _, u := range c.RerankURLs {
+		if err := checkURL("TEI_RERANK_URL", u); err != nil {
 			return err
 		}
 	}
 	switch {
+	case c.UpstreamPayloadLimit < 0:
+		return fmt.Errorf("TEI_PAYLOAD_LIMIT must not be negative, got %d", c.UpstreamPayloadLimit)
 	case c.CacheSize < 0:
 		return fmt.Errorf("EMBEDDING_CACHE_SIZE must be 0 (off) or more, got %d", c.CacheSize)
 	case c.CacheBytes < 0:
 		return fmt.Errorf("CACHE_MAX_BYTES must be 0 (no bound) or more, got %d", c.CacheBytes)
 	case c.RerankCacheSize < 0:
 		return fmt.Errorf("RERANK_CACHE_SIZE must be 0 (off) or more, got %d", c.RerankCacheSize)
+	case c.RerankCacheBytes < 0:
+		return fmt.Errorf("RERANK_CACHE_MAX_BYTES must be 0 (no bound) or more, got %d", c.RerankCacheBytes)
 	case c.RequestTimeout < 0:
 		return fmt.Errorf("REQUEST_TIMEOUT must not be negative, got %s", c.RequestTimeout)
 	case c.BodyLimit < 0:
 		return fmt.Errorf("PAYLOAD_LIMIT must not be negative, got %d", c.BodyLimit)
 	case c.QueueInputs < 0:
 		return fmt.Errorf("QUEUE_INPUTS must be 0 (no waiting) or more, got %d", c.QueueInputs)
+	case c.PriorityInteractiveMaxInputs < 0:
+		return fmt.Errorf("PRIORITY_INTERACTIVE_MAX_INPUTS must not be negative, got %d", c.PriorityInteractiveMaxInputs)
+	case c.BulkShare < 0 || c.BulkShare > 1:
+		return fmt.Errorf("PRIORITY_BULK_SHARE must be in (0, 1], got %g", c.BulkShare)
 	case c.BreakerFailures < 0:
 		return fmt.Errorf("BREAKER_FAILURES must not be negative, got %d", c.BreakerFailures)
 	case c.BreakerOpenFor < 0:
@@ -139,6 +180,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("RERANK_K must be at least 1, got %d", c.RerankK)
 	case c.RerankFinalN < 0:
 		return fmt.Errorf("RERANK_FINAL_N must be at least 1, got %d", c.RerankFinalN)
+	case c.StartupTimeout < 0:
+		return fmt.Errorf("STARTUP_TIMEOUT must not be negative, got %s", c.StartupTimeout)
 	}
 	for _, t := range c.BearerTokens {
 		if t == "" {
@@ -148,18 +191,35 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// checkURL checks one replica's base URL; the message never shows a
+// password it carries.
 func checkURL(name, raw string) error {
 	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%s %q is not an http(s)://host[:port] URL", name, raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" && u.Path != "/" {
+		shown := raw
+		if err == nil {
+			shown, _ = redactURL(raw)
+		} else if at := strings.LastIndexByte(raw, '@'); at >= 0 {
+			shown = "…" + raw[at:]
+		}
+		return fmt.Errorf("%s %q is not an http(s)://host[:port] base URL", name, shown)
 	}
 	return nil
 }
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
+	if c.UpstreamPayloadLimit == 0 {
+		c.UpstreamPayloadLimit = d.UpstreamPayloadLimit
+	}
 	if c.BodyLimit == 0 {
 		c.BodyLimit = d.BodyLimit
+	}
+	if c.PriorityInteractiveMaxInputs == 0 {
+		c.PriorityInteractiveMaxInputs = d.PriorityInteractiveMaxInputs
+	}
+	if c.BulkShare == 0 {
+		c.BulkShare = d.BulkShare
 	}
 	if c.BreakerFailures == 0 {
 		c.BreakerFailures = d.BreakerFailures
@@ -174,4 +234,34 @@ func (c Config) withDefaults() Config {
 		c.RerankFinalN = d.RerankFinalN
 	}
 	return c
+}
+
+// SoftMemoryLimit is the Go runtime's soft memory limit for a sidecar with
+// cfg's caches in a container limited to containerLimit bytes (0: none),
+// or 0 to leave the runtime's default. Without one the heap grows to twice
+// what is live, so RSS stays near 2.2× the cache budget long after load
+// ends; with it the collector works harder as the heap nears the limit and
+// returns memory to the system. The limit is the cache budgets plus a
+// quarter and 192 MiB for requests in flight, and at most 90% of the
+// container's memory, so the kernel's OOM killer is not the first to act.
+func SoftMemoryLimit(cfg Config, containerLimit int64) int64 {
+	var limit int64
+	if cfg.CacheSize == 0 || cfg.CacheBytes > 0 {
+		budget := cfg.RerankCacheBytes
+		if cfg.RerankCacheSize == 0 {
+			budget = 0
+		}
+		if cfg.CacheSize > 0 {
+			budget += cfg.CacheBytes
+		}
+		if cfg.RerankCacheSize == 0 || cfg.RerankCacheBytes > 0 {
+			limit = budget + budget/4 + 192<<20
+		}
+	}
+	if containerLimit > 0 {
+		if c := containerLimit / 10 * 9; limit == 0 || c < limit {
+			limit = c
+		}
+	}
+	return limit
 }

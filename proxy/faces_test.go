@@ -20,7 +20,7 @@ func facesSetup(t *testing.T, edit func(*Config)) (emb *teisim.Server, embURL, r
 	emb, embURL = startSim(t, "--model-id", "BAAI/bge-small-en-v1.5", "--max-client-batch-size", "32")
 	_, rankURL = startSim(t, "--model-id", "BAAI/bge-reranker-v2-m3", "--max-client-batch-size", "8")
 	cfg := testConfig(embURL)
-	cfg.RerankURL = rankURL
+	cfg.RerankURLs = []string{rankURL}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -182,7 +182,7 @@ func TestBase64ComputedOnce(t *testing.T) {
 	if st, _, b := call(t, "POST", p+"/v1/embeddings", "", body); st != 200 {
 		t.Fatalf("%d %s", st, b)
 	}
-	k := textKey(srv.pluginParams().keyPrefix(srv.embedU.info.Load()), "b64 once")
+	k := textKey(srv.pluginParams().keyPrefix(srv.embedP.info()), "b64 once")
 	e, ok := srv.cache.get(k)
 	if !ok || e.b64.Load() == nil {
 		t.Fatalf("entry cached %v, base64 kept %v", ok, ok && e.b64.Load() != nil)
@@ -388,7 +388,7 @@ func TestPluginRoutes(t *testing.T) {
 func TestPluginRerankDisabled(t *testing.T) {
 	_, _, _, p, _ := facesSetup(t, func(c *Config) { c.RerankEnable = false; c.RerankK = 4; c.RerankFinalN = 2 })
 	st, _, b := call(t, "POST", p+"/plugin/rerank", "", `{"query":"q","passages":["a","b","c","d","e"]}`)
-	if st != 200 || string(b) != `{"scores":[],"order":[0,1],"reranked":false}`+"\n" {
+	if st != 200 || string(b) != `{"scores":[],"order":[0,1],"reranked":false}` {
 		t.Errorf("got %d %s", st, b)
 	}
 }

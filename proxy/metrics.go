@@ -7,20 +7,24 @@ import (
 
 // metrics are the sidecar's Prometheus metrics, on a registry owned by the
 // server so that tests (and several servers in one process) stay apart.
+// Replica labels are TEI's host:port; a replica's series are deleted when
+// it leaves its pool, so their number stays that of the live replicas.
 type metrics struct {
 	reg *prometheus.Registry
 
 	requests          *prometheus.CounterVec
-	cacheHits         prometheus.Counter
-	cacheMisses       prometheus.Counter
-	cacheEvictions    prometheus.Counter
-	coalesced         prometheus.Counter
+	cacheHits         *prometheus.CounterVec
+	cacheMisses       *prometheus.CounterVec
+	cacheEvictions    *prometheus.CounterVec
+	coalesced         *prometheus.CounterVec
+	nonFinite         *prometheus.CounterVec
 	upstreamCalls     *prometheus.CounterVec
 	upstreamInputs    *prometheus.CounterVec
 	upstreamLatency   *prometheus.HistogramVec
 	breakerState      *prometheus.GaugeVec
 	breakerTransition *prometheus.CounterVec
-	queueDepth        *prometheus.GaugeVec
+	replicaState      *prometheus.GaugeVec
+	queueInputs       *prometheus.GaugeVec
 	inflightInputs    *prometheus.GaugeVec
 	retries           *prometheus.CounterVec
 }
@@ -31,59 +35,75 @@ func newMetrics() *metrics {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecar_requests_total", Help: "HTTP requests by route and status.",
 		}, []string{"route", "status"}),
-		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sidecar_cache_hits_total", Help: "Inputs answered from the cache.",
-		}),
-		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sidecar_cache_misses_total", Help: "Cacheable inputs not found in the cache.",
-		}),
-		cacheEvictions: prometheus.NewCounter(prometheus.CounterOpts{
+		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidecar_cache_hits_total", Help: "Inputs (embed) or whole answers (rerank) found in a cache layer.",
+		}, []string{"cache", "layer"}),
+		cacheMisses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidecar_cache_misses_total", Help: "Cacheable inputs or answers found in no cache layer.",
+		}, []string{"cache"}),
+		cacheEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecar_cache_evictions_total", Help: "Entries evicted to stay within the entry or byte limit.",
-		}),
-		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sidecar_coalesced_inputs_total", Help: "Missed inputs served by another request's identical call in flight.",
-		}),
+		}, []string{"cache"}),
+		coalesced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidecar_coalesced_inputs_total", Help: "Missed inputs (or reranks) served by another request's identical work in flight.",
+		}, []string{"pool"}),
+		nonFinite: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidecar_nonfinite_embeddings_total", Help: "Embeddings TEI answered with NaN or infinite values (null): refused, never cached.",
+		}, []string{"pool"}),
 		upstreamCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sidecar_upstream_calls_total", Help: "Calls to TEI by upstream, route and outcome.",
-		}, []string{"upstream", "route", "outcome"}),
+			Name: "sidecar_upstream_calls_total", Help: "Calls to TEI by pool, replica, route and outcome.",
+		}, []string{"pool", "replica", "route", "outcome"}),
 		upstreamInputs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sidecar_upstream_inputs_total", Help: "Inputs sent to TEI by upstream.",
-		}, []string{"upstream"}),
+			Name: "sidecar_upstream_inputs_total", Help: "Inputs sent to TEI by pool and replica.",
+		}, []string{"pool", "replica"}),
 		upstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "sidecar_upstream_duration_seconds", Help: "Latency of calls to TEI by upstream and outcome.",
+			Name: "sidecar_upstream_duration_seconds", Help: "Latency of calls to TEI by pool, replica and outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
-		}, []string{"upstream", "outcome"}),
+		}, []string{"pool", "replica", "outcome"}),
 		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "sidecar_breaker_state", Help: "Circuit breaker state by upstream: 0 closed, 1 half-open, 2 open.",
-		}, []string{"upstream"}),
+			Name: "sidecar_breaker_state", Help: "Circuit breaker state by replica: 0 closed, 1 half-open, 2 open.",
+		}, []string{"pool", "replica"}),
 		breakerTransition: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sidecar_breaker_transitions_total", Help: "Circuit breaker state changes.",
-		}, []string{"upstream", "from", "to"}),
-		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "sidecar_admission_queue_inputs", Help: "Inputs waiting for an upstream permit.",
-		}, []string{"upstream"}),
+			Name: "sidecar_breaker_transitions_total", Help: "Circuit breaker state changes by replica.",
+		}, []string{"pool", "replica", "from", "to"}),
+		replicaState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sidecar_replica_state", Help: "1 for the state each replica is in (starting, ready, down, draining, refused), 0 for the others.",
+		}, []string{"pool", "replica", "state"}),
+		queueInputs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sidecar_queue_inputs", Help: "Inputs waiting in the sidecar's scheduler by pool and priority.",
+		}, []string{"pool", "priority"}),
 		inflightInputs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "sidecar_inflight_inputs", Help: "Inputs in flight to TEI by upstream.",
-		}, []string{"upstream"}),
+			Name: "sidecar_inflight_inputs", Help: "Inputs in flight to TEI by pool and replica.",
+		}, []string{"pool", "replica"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sidecar_upstream_retries_total", Help: "Calls to TEI retried after back-pressure or an unreachable server.",
-		}, []string{"upstream"}),
+			Name: "sidecar_upstream_retries_total", Help: "Work sent to TEI again, by pool and why: split (a batch refused for one input), smaller (over the payload limit), backpressure (429), elsewhere (the replica failed).",
+		}, []string{"pool", "reason"}),
 	}
-	m.reg.MustRegister(m.requests, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.coalesced,
+	m.reg.MustRegister(m.requests, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.coalesced, m.nonFinite,
 		m.upstreamCalls, m.upstreamInputs, m.upstreamLatency, m.breakerState, m.breakerTransition,
-		m.queueDepth, m.inflightInputs, m.retries,
+		m.replicaState, m.queueInputs, m.inflightInputs, m.retries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// registerCache exposes the cache's size as gauges read at scrape time.
+// registerCache exposes a cache's size as gauges read at scrape time.
 func (m *metrics) registerCache(name string, stats func() (int, int64)) {
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sidecar_cache_entries", Help: "Entries in the cache.", ConstLabels: prometheus.Labels{"cache": name},
 		}, func() float64 { n, _ := stats(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "sidecar_cache_bytes", Help: "Approximate bytes held by the cache.", ConstLabels: prometheus.Labels{"cache": name},
+			Name: "sidecar_cache_bytes", Help: "Bytes held by the cache, as charged against its budget.", ConstLabels: prometheus.Labels{"cache": name},
 		}, func() float64 { _, b := stats(); return float64(b) }),
 	)
+}
+
+// forgetReplica deletes every series of a replica that left its pool.
+func (m *metrics) forgetReplica(pool, addr string) {
+	l := prometheus.Labels{"pool": pool, "replica": addr}
+	for _, v := range []interface {
+		DeletePartialMatch(prometheus.Labels) int
+	}{m.upstreamCalls, m.upstreamInputs, m.upstreamLatency, m.breakerState, m.breakerTransition, m.replicaState, m.inflightInputs} {
+		v.DeletePartialMatch(l)
+	}
 }

@@ -2,34 +2,24 @@ package proxy
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/labstack/echo/v4"
+
+	"github.com/tei-sidecar/tei-sidecar/tei"
 )
 
 // openAIRequest is the body of OpenAI's POST /v1/embeddings.
 type openAIRequest struct {
-	Input          json.RawMessage `json:"input"`
-	Model          *string         `json:"model"`
-	EncodingFormat *string         `json:"encoding_format"`
-	Dimensions     *int            `json:"dimensions"`
-	User           any             `json:"user"` // accepted and ignored
-}
-
-// openAIErrorBody is OpenAI's nested error shape.
-type openAIErrorBody struct {
-	Error openAIError `json:"error"`
-}
-
-type openAIError struct {
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    *string `json:"code"`
+	Input          jsontext.Value `json:"input"`
+	Model          *string        `json:"model"`
+	EncodingFormat optString      `json:"encoding_format"`
+	Dimensions     *int           `json:"dimensions"`
+	User           jsontext.Value `json:"user"` // accepted and ignored
 }
 
 // openAIEmbeddings serves /v1/embeddings and /embeddings through the shared
@@ -48,34 +38,35 @@ func (s *Server) openAIEmbeddings(c echo.Context) error {
 		return s.openAIError(c, &requestError{status: 400, typ: "invalid_request_error", param: "model",
 			msg: "you must provide a model parameter"})
 	}
-	if !s.servesModel(*req.Model, s.embedU) {
+	info := s.embedP.info()
+	if !s.servesModel(*req.Model, info) {
 		return s.openAIError(c, &requestError{status: 404, typ: "model_not_found", param: "model",
-			msg: fmt.Sprintf("The model `%s` does not exist; this server serves %s", *req.Model, s.embedU.info.Load().ModelID)})
+			msg: fmt.Sprintf("The model `%s` does not exist; this server serves %s", *req.Model, info.ModelID)})
 	}
 	format := "float"
-	if req.EncodingFormat != nil {
-		format = *req.EncodingFormat
+	if req.EncodingFormat.set {
+		format = req.EncodingFormat.v
 	}
 	if format != "float" && format != "base64" {
 		return s.openAIError(c, &requestError{status: 400, typ: "invalid_request_error", param: "encoding_format",
 			msg: fmt.Sprintf("encoding_format must be \"float\" or \"base64\", got %q", format)})
 	}
 	if req.Dimensions != nil {
-		if dim := int(s.embedU.dim.Load()); *req.Dimensions != dim {
+		if dim := int(s.embedP.dim.Load()); *req.Dimensions != dim {
 			return s.openAIError(c, &requestError{status: 400, typ: "invalid_request_error", param: "dimensions",
 				msg: fmt.Sprintf("dimensions must be %d, the dimension of %s: it was not trained for shorter vectors, and truncating them would silently degrade retrieval; got %d",
-					dim, s.embedU.info.Load().ModelID, *req.Dimensions)})
+					dim, info.ModelID, *req.Dimensions)})
 		}
 	}
 	inputs, err := parseInputs(req.Input, "input")
 	if err != nil {
 		return s.openAIError(c, err)
 	}
-	info := s.embedU.info.Load()
 	// TEI's own /v1/embeddings always normalizes and truncates as its
 	// server is set; the same settings give the same cache entries as /embed.
 	p := embedParams{kind: dense, normalize: true, truncate: info.AutoTruncate, direction: "Right"}
-	items, err := s.embed(c.Request().Context(), s.embedU, p, inputs)
+	prio := s.priorityOf(c.Request().Header.Get("X-Priority"), len(inputs))
+	items, err := s.embed(c.Request().Context(), s.embedP, p, inputs, prio)
 	if err != nil {
 		return s.openAIError(c, err)
 	}
@@ -126,10 +117,9 @@ func appendOpenAI(b []byte, items []*entry, model string, b64 bool) ([]byte, err
 	return append(b, `}}`...), nil
 }
 
-// servesModel reports whether name is the upstream's model: its id, its
+// servesModel reports whether name is the model of info: its id, its
 // served name, or a configured alias.
-func (s *Server) servesModel(name string, u *upstream) bool {
-	info := u.info.Load()
+func (s *Server) servesModel(name string, info *tei.Info) bool {
 	if name == info.ModelID || (info.ServedModelName != nil && name == *info.ServedModelName) {
 		return true
 	}
@@ -148,52 +138,15 @@ func (s *Server) models(c echo.Context) error {
 		Object string  `json:"object"`
 		Data   []model `json:"data"`
 	}{Object: "list", Data: []model{}}
-	for _, u := range []*upstream{s.embedU, s.rankU} {
-		id := u.info.Load().ModelID
+	for _, p := range s.pools() {
+		info := p.info()
+		if info == nil {
+			continue
+		}
+		id := info.ModelID
 		if !slices.ContainsFunc(list.Data, func(m model) bool { return m.ID == id }) {
 			list.Data = append(list.Data, model{ID: id, Object: "model", OwnedBy: "tei-sidecar"})
 		}
 	}
-	return c.JSON(http.StatusOK, list)
-}
-
-// openAIError writes err in OpenAI's shape, with statuses the OpenAI SDKs
-// treat right: 429 and 5xx are retried; 400, 401 and 404 are not.
-func (s *Server) openAIError(c echo.Context, err error) error {
-	status, typ, msg, retry := s.classify(err)
-	var param, code *string
-	var re *requestError
-	if errors.As(err, &re) && re.param != "" {
-		param = &re.param
-	}
-	errType := "invalid_request_error"
-	setCode := func(v string) { code = &v }
-	switch {
-	case status == http.StatusUnauthorized:
-		setCode("invalid_api_key")
-	case status == http.StatusNotFound:
-		setCode("model_not_found")
-	case status == http.StatusTooManyRequests:
-		errType = "rate_limit_error"
-		setCode("rate_limit_exceeded")
-	case status == http.StatusFailedDependency || status >= 500:
-		// A failing backend must look like a server error so the SDKs retry.
-		errType = "server_error"
-		if status < 500 {
-			status = http.StatusBadGateway
-		}
-		setCode(typ)
-	case status == 499:
-		return nil
-	default:
-		// TEI's 413, 415 and 422 are the caller's: OpenAI says 400.
-		status = http.StatusBadRequest
-		if typ != "" && typ != "invalid_request_error" {
-			setCode(typ)
-		}
-	}
-	if retry > 0 {
-		c.Response().Header().Set("Retry-After", strconv.Itoa(retry))
-	}
-	return c.JSON(status, openAIErrorBody{Error: openAIError{Message: msg, Type: errType, Param: param, Code: code}})
+	return writeJSON(c, http.StatusOK, list)
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -18,7 +17,7 @@ import (
 // pluginParams are the embedding settings of the plugin's calls; they
 // match /embed's defaults, so every face shares the cache.
 func (s *Server) pluginParams() embedParams {
-	return embedParams{kind: dense, normalize: true, truncate: s.embedU.info.Load().AutoTruncate, direction: "Right"}
+	return embedParams{kind: dense, normalize: true, truncate: s.embedP.info().AutoTruncate, direction: "Right"}
 }
 
 // pluginEmbedQuery serves POST /plugin/embed_query {"text"} → {"embedding"}.
@@ -39,7 +38,7 @@ func (s *Server) pluginEmbedQuery(c echo.Context) error {
 	if *req.Text == "" {
 		return s.pluginError(c, errEmptyInputs)
 	}
-	items, err := s.embed(c.Request().Context(), s.embedU, s.pluginParams(), []tei.Input{{Text: *req.Text}})
+	items, err := s.embed(c.Request().Context(), s.embedP, s.pluginParams(), []tei.Input{{Text: *req.Text}}, interactive)
 	if err != nil {
 		return s.pluginError(c, err)
 	}
@@ -71,7 +70,8 @@ func (s *Server) pluginEmbedDocuments(c echo.Context) error {
 		if slices.Contains(*req.Texts, "") {
 			return s.pluginError(c, errEmptyInputs)
 		}
-		items, err = s.embed(c.Request().Context(), s.embedU, s.pluginParams(), tei.Texts(*req.Texts...))
+		prio := s.priorityOf(c.Request().Header.Get("X-Priority"), s.cfg.PriorityInteractiveMaxInputs+1)
+		items, err = s.embed(c.Request().Context(), s.embedP, s.pluginParams(), tei.Texts(*req.Texts...), prio)
 		if err != nil {
 			return s.pluginError(c, err)
 		}
@@ -141,10 +141,10 @@ func (s *Server) pluginRerank(c echo.Context) error {
 		for i := range min(finalN, len(passages)) {
 			out.Order = append(out.Order, i)
 		}
-		return c.JSON(http.StatusOK, out)
+		return writeJSON(c, http.StatusOK, out)
 	}
-	info := s.rankU.info.Load()
-	res, err := s.rerank(c.Request().Context(), s.rankU, rerankParams{query: *req.Query, texts: passages[:k],
+	info := s.rankP.info()
+	res, err := s.rerank(c.Request().Context(), s.rankP, rerankParams{query: *req.Query, texts: passages[:k],
 		truncate: info.AutoTruncate, direction: "Right"})
 	if err != nil {
 		return s.pluginError(c, err)
@@ -156,22 +156,5 @@ func (s *Server) pluginRerank(c echo.Context) error {
 	for _, r := range res.ranks[:finalN] {
 		out.Order = append(out.Order, r.Index)
 	}
-	return c.JSON(http.StatusOK, out)
-}
-
-// pluginError writes err as FastAPI does, {"detail": ...}, which the
-// plugin's HTTP clients already understand.
-func (s *Server) pluginError(c echo.Context, err error) error {
-	status, _, msg, retry := s.classify(err)
-	var re *requestError
-	if errors.As(err, &re) && re.typ == "" && status == http.StatusBadRequest {
-		status = http.StatusUnprocessableEntity // FastAPI's status for a malformed body
-	}
-	if status == 499 {
-		return nil
-	}
-	if retry > 0 {
-		c.Response().Header().Set("Retry-After", strconv.Itoa(retry))
-	}
-	return c.JSON(status, map[string]string{"detail": msg})
+	return writeJSON(c, http.StatusOK, out)
 }

@@ -58,7 +58,11 @@ func TestMergeProperty(t *testing.T) {
 				for i := range inputs {
 					inputs[i] = pool[r.IntN(len(pool))]
 				}
-				st, _, b := post(t, p, "/embed", mustJSON(t, map[string]any{"inputs": inputs}))
+				st, _, b, err := tryPost(p, "/embed", inputsJSON(inputs))
+				if err != nil {
+					errs <- err
+					return
+				}
 				if st != 200 {
 					errs <- fmt.Errorf("status %d %s", st, b)
 					return

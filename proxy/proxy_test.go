@@ -56,24 +56,38 @@ func startProxy(t *testing.T, cfg Config) (*Server, string) {
 // testConfig is DefaultConfig pointed at embedURL.
 func testConfig(embedURL string) Config {
 	cfg := DefaultConfig()
-	cfg.EmbedURL = embedURL
+	cfg.EmbedURLs = []string{embedURL}
 	cfg.StartupTimeout = 5 * time.Second
 	return cfg
 }
 
-// post sends body as JSON and returns status, headers and body.
+// post sends body as JSON and returns status, headers and body. It calls
+// t.Fatal: use tryPost from other goroutines.
 func post(t testing.TB, url, path, body string) (int, http.Header, []byte) {
 	t.Helper()
-	resp, err := http.Post(url+path, "application/json", strings.NewReader(body))
+	st, h, b, err := tryPost(url, path, body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return st, h, b
+}
+
+// tryPost is post for goroutines other than the test's: it returns the
+// error instead of failing the test.
+func tryPost(url, path, body string) (int, http.Header, []byte, error) {
+	resp, err := http.Post(url+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, nil, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header, b
+	return resp.StatusCode, resp.Header, b, err
+}
+
+// inputsJSON is the body {"inputs": v}.
+func inputsJSON(v any) string {
+	b, _ := json.Marshal(map[string]any{"inputs": v})
+	return string(b)
 }
 
 func mustJSON(t testing.TB, v any) string {
@@ -94,7 +108,7 @@ func TestAnswersEqualTEIByteForByte(t *testing.T) {
 	_, pd := startProxy(t, testConfig(dense))
 	_, ps := startProxy(t, testConfig(splade))
 	rcfg := testConfig(dense)
-	rcfg.RerankURL = ranker
+	rcfg.RerankURLs = []string{ranker}
 	_, pr := startProxy(t, rcfg)
 
 	tests := []struct {
@@ -196,7 +210,7 @@ func TestSplitsLargeRerank(t *testing.T) {
 	_, small := startSim(t, "--model-id", "BAAI/bge-reranker-v2-m3", "--max-client-batch-size", "8")
 	_, big := startSim(t, "--model-id", "BAAI/bge-reranker-v2-m3", "--max-client-batch-size", "32")
 	cfg := testConfig(small)
-	cfg.RerankURL = small
+	cfg.RerankURLs = []string{small}
 	_, p := startProxy(t, cfg)
 	texts := make([]string, 20)
 	for i := range texts {
@@ -318,7 +332,7 @@ func TestRetriesBackPressureThenPassesItOn(t *testing.T) {
 		t.Errorf("retries = %v, want some", n)
 	}
 	// Back-pressure is not a failure of TEI: the breaker stays closed.
-	if st := srv.embedU.breaker.State().String(); st != "closed" {
+	if st := breakerState(srv.embedP); st != "closed" {
 		t.Errorf("breaker %s after a 429 storm", st)
 	}
 	sim.SetFault(teisim.Fault{})
@@ -339,7 +353,10 @@ func TestAdmissionQueueBound(t *testing.T) {
 	statuses := make(chan int, 6)
 	for i := range 6 {
 		go func() {
-			st, _, _ := post(t, p, "/embed", mustJSON(t, map[string]any{"inputs": fmt.Sprintf("text %d", i)}))
+			st, _, _, err := tryPost(p, "/embed", inputsJSON(fmt.Sprintf("text %d", i)))
+			if err != nil {
+				t.Error(err)
+			}
 			statuses <- st
 		}()
 	}
@@ -365,7 +382,10 @@ func TestAdmissionQueueWaits(t *testing.T) {
 	statuses := make(chan int, 8)
 	for i := range 8 {
 		go func() {
-			st, _, _ := post(t, p, "/embed", mustJSON(t, map[string]any{"inputs": []string{fmt.Sprintf("a %d", i), fmt.Sprintf("b %d", i)}}))
+			st, _, _, err := tryPost(p, "/embed", inputsJSON([]string{fmt.Sprintf("a %d", i), fmt.Sprintf("b %d", i)}))
+			if err != nil {
+				t.Error(err)
+			}
 			statuses <- st
 		}()
 	}
@@ -385,7 +405,10 @@ func TestCoalescesIdenticalMisses(t *testing.T) {
 	done := make(chan int, 5)
 	for range 5 {
 		go func() {
-			st, _, _ := post(t, p, "/embed", `{"inputs":["same text","same text"]}`)
+			st, _, _, err := tryPost(p, "/embed", `{"inputs":["same text","same text"]}`)
+			if err != nil {
+				t.Error(err)
+			}
 			done <- st
 		}()
 	}
@@ -526,12 +549,14 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 3 {
-				post(t, p, "/embed", fmt.Sprintf(`{"inputs":"miss %d %d"}`, w, i))
+				if _, _, _, err := tryPost(p, "/embed", fmt.Sprintf(`{"inputs":"miss %d %d"}`, w, i)); err != nil {
+					t.Error(err)
+				}
 			}
 		}()
 	}
 	wg.Wait()
-	if st := srv.embedU.breaker.State().String(); st != "open" {
+	if st := breakerState(srv.embedP); st != "open" {
 		t.Fatalf("breaker %s after TEI stopped", st)
 	}
 	start := time.Now()
@@ -565,7 +590,7 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if st := srv.embedU.breaker.State().String(); st != "closed" {
+	if st := breakerState(srv.embedP); st != "closed" {
 		t.Errorf("breaker %s after recovery", st)
 	}
 	if st := get(t, p, "/ready"); st != 200 {
@@ -603,23 +628,21 @@ func TestSetDown(t *testing.T) {
 	if st, _, b := post(t, p, "/embed", `{"inputs":"kept"}`); st != 200 {
 		t.Fatalf("%d %s", st, b)
 	}
-	srv.SetDown("embed", "container exited with code 137")
+	srv.SetDown("embed", "", "container exited with code 137")
 	if st, h, b := post(t, p, "/embed", `{"inputs":"new"}`); st != 503 || h.Get("Retry-After") == "" {
 		t.Errorf("miss while down: %d %s", st, b)
 	}
 	if st, _, _ := post(t, p, "/embed", `{"inputs":"kept"}`); st != 200 {
 		t.Errorf("hit while down: %d", st)
 	}
-	resp, err := http.Get(p + "/ready")
-	if err != nil {
-		t.Fatal(err)
+	// /ready is open to anyone: it names the state, not the details.
+	if st, b := getBody(t, p, "/ready"); st != 503 || !strings.Contains(b, "1 down") || strings.Contains(b, "127.0.0.1") {
+		t.Errorf("/ready while down: %d %s", st, b)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 503 || !strings.Contains(string(b), "exited with code 137") {
-		t.Errorf("/ready while down: %d %s", resp.StatusCode, b)
+	if st, b := getBody(t, p, "/status"); st != 200 || !strings.Contains(b, "exited with code 137") {
+		t.Errorf("/status while down: %d %s", st, b)
 	}
-	srv.SetDown("embed", "")
+	srv.SetDown("embed", "", "")
 	if st, _, b := post(t, p, "/embed", `{"inputs":"new"}`); st != 200 {
 		t.Errorf("after up: %d %s", st, b)
 	}
@@ -629,9 +652,15 @@ func TestSetDown(t *testing.T) {
 // ready once the embedding TEI was connected, while the reranker was not.
 func TestNotReadyUntilEveryUpstreamConnected(t *testing.T) {
 	_, emb := startSim(t, "--model-id", "BAAI/bge-small-en-v1.5")
-	_, rank := startSim(t, "--model-id", "BAAI/bge-reranker-v2-m3")
+	rsim, err := teisim.New(mustParse(t, append(fast, "--model-id", "BAAI/bge-reranker-v2-m3")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rsim.Close()
+	rank := newRestartable(t, rsim.Handler())
+	rank.stop() // the reranker is still loading its model
 	cfg := testConfig(emb)
-	cfg.RerankURL = rank
+	cfg.RerankURLs = []string{rank.url()}
 	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -639,17 +668,43 @@ func TestNotReadyUntilEveryUpstreamConnected(t *testing.T) {
 	defer srv.Close()
 	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
-	// Only the embedding TEI is connected, as while the reranker loads.
-	if err := srv.embedU.waitInfo(t.Context()); err != nil {
+	if err := srv.embedP.wait(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if st := get(t, hs.URL, "/ready"); st != 503 {
 		t.Errorf("/ready = %d with the reranker not connected, want 503", st)
 	}
+	// The embedding model serves meanwhile; rerank says it is starting.
+	if st, _, b := post(t, hs.URL, "/embed", `{"inputs":"early"}`); st != 200 {
+		t.Errorf("/embed while the reranker starts: %d %s", st, b)
+	}
+	if st, h, _ := post(t, hs.URL, "/rerank", `{"query":"q","texts":["a"]}`); st != 503 || h.Get("Retry-After") == "" {
+		t.Errorf("/rerank while the reranker starts: %d, want 503 with Retry-After", st)
+	}
+	rank.start(t)
 	if err := srv.Connect(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if st := get(t, hs.URL, "/ready"); st != 200 {
 		t.Errorf("/ready = %d once connected, want 200", st)
 	}
+}
+
+// getBody GETs path and returns the status and body.
+func getBody(t *testing.T, url, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// breakerState is the state of the breaker of p's first replica.
+func breakerState(p *pool) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.replicas[0].breaker.State().String()
 }

@@ -3,9 +3,8 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
+	stdjson "encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -13,27 +12,19 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/labstack/echo/v4"
 
 	"github.com/tei-sidecar/tei-sidecar/tei"
 )
 
-// requestError is a request refused before it reaches TEI. Each API face
-// writes it in its own shape.
-type requestError struct {
-	status int
-	typ    string // TEI's error_type, or "" for TEI's plain-text errors
-	msg    string
-	param  string // the offending field, for faces that name it
-}
-
-func (e *requestError) Error() string { return e.msg }
-
-// plainError is a refusal that TEI's HTTP framework would write as plain
-// text: malformed JSON, wrong shape, wrong content type, body too large.
-func plainError(status int, format string, args ...any) *requestError {
-	return &requestError{status: status, msg: fmt.Sprintf(format, args...)}
-}
+// Requests are decoded as strictly as TEI's serde does, so that the proxy
+// never accepts (or caches, or forwards) what TEI would refuse: keys are
+// case-sensitive, a key given twice is refused, invalid UTF-8 and lone
+// surrogates are refused, and null is refused where TEI's field has a
+// default rather than being optional. github.com/go-json-experiment/json
+// (the prototype of encoding/json/v2) does the first three by default.
 
 // readJSON reads a request body of at most limit bytes that must be JSON in
 // valid UTF-8, as TEI requires.
@@ -60,23 +51,76 @@ func readJSON(c echo.Context, limit int64) ([]byte, error) {
 }
 
 // decodeBody unmarshals body into v, telling malformed JSON (400) from
-// well-formed JSON of the wrong shape (422), as TEI does.
+// well-formed JSON of the wrong shape (422), as TEI does. A duplicate key is
+// serde's data error, so 422.
 func decodeBody(body []byte, v any) error {
-	if err := json.Unmarshal(body, v); err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) || !json.Valid(body) {
-			return plainError(http.StatusBadRequest, "Failed to parse the request body as JSON: %v", err)
-		}
-		return plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: %v", err)
+	err := json.Unmarshal(body, v)
+	if err == nil {
+		return nil
+	}
+	var se *jsontext.SyntacticError
+	if errors.As(err, &se) && !errors.Is(err, jsontext.ErrDuplicateName) {
+		return plainError(http.StatusBadRequest, "Failed to parse the request body as JSON: %v", err)
+	}
+	return plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: %v", err)
+}
+
+// optBool is a boolean field with a default, as serde's `bool` with
+// #[serde(default)]: absent means the default, null is refused.
+type optBool struct {
+	set, v bool
+}
+
+// UnmarshalJSON refuses null, as serde does for a bool.
+func (b *optBool) UnmarshalJSON(data []byte) error {
+	if string(data) == "null" {
+		return errors.New("invalid type: null, expected a boolean")
+	}
+	if err := json.Unmarshal(data, &b.v); err != nil {
+		return err
+	}
+	b.set = true
+	return nil
+}
+
+// or returns the value, or def when absent.
+func (b optBool) or(def bool) bool {
+	if b.set {
+		return b.v
+	}
+	return def
+}
+
+// optString is a string field with a default (such as encoding_format):
+// absent means the default, null is refused.
+type optString struct {
+	set bool
+	v   string
+}
+
+// UnmarshalJSON refuses null.
+func (s *optString) UnmarshalJSON(data []byte) error {
+	if string(data) == "null" {
+		return errors.New("invalid type: null, expected a string")
+	}
+	if err := json.Unmarshal(data, &s.v); err != nil {
+		return err
+	}
+	s.set = true
+	return nil
+}
+
+// ptr returns the value, or nil when absent.
+func (s optString) ptr() *string {
+	if s.set {
+		return &s.v
 	}
 	return nil
 }
 
-var errEmptyInputs = &requestError{status: http.StatusBadRequest, typ: tei.TypeEmpty, msg: "Input validation error: `inputs` cannot be empty", param: "input"}
-
 // parseInputs reads TEI's `inputs`: a string, a list of strings (a batch), a
 // list of token ids (one input), or a list mixing strings and id lists.
-func parseInputs(raw json.RawMessage, field string) ([]tei.Input, error) {
+func parseInputs(raw jsontext.Value, field string) ([]tei.Input, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
 		return nil, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: missing field `%s`", field)
@@ -95,7 +139,7 @@ func parseInputs(raw json.RawMessage, field string) ([]tei.Input, error) {
 	default:
 		return nil, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: %s: data did not match any variant of untagged enum Input", field)
 	}
-	var elems []json.RawMessage
+	var elems []jsontext.Value
 	if err := json.Unmarshal(raw, &elems); err != nil {
 		return nil, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: %s: %v", field, err)
 	}
@@ -104,7 +148,7 @@ func parseInputs(raw json.RawMessage, field string) ([]tei.Input, error) {
 	}
 	if first := bytes.TrimSpace(elems[0]); len(first) > 0 && first[0] != '"' && first[0] != '[' {
 		// A flat list of numbers is one input of token ids.
-		ids, err := parseIDs(raw, field)
+		ids, err := parseIDs(elems, field)
 		if err != nil {
 			return nil, err
 		}
@@ -123,7 +167,11 @@ func parseInputs(raw json.RawMessage, field string) ([]tei.Input, error) {
 			}
 			inputs[i].Text = s
 		case len(el) > 0 && el[0] == '[':
-			ids, err := parseIDs(el, field)
+			var nums []jsontext.Value
+			if err := json.Unmarshal(el, &nums); err != nil {
+				return nil, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: %s: %v", field, err)
+			}
+			ids, err := parseIDs(nums, field)
 			if err != nil {
 				return nil, err
 			}
@@ -138,11 +186,7 @@ func parseInputs(raw json.RawMessage, field string) ([]tei.Input, error) {
 	return inputs, nil
 }
 
-func parseIDs(raw json.RawMessage, field string) ([]uint32, error) {
-	var nums []json.RawMessage
-	if err := json.Unmarshal(raw, &nums); err != nil {
-		return nil, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: %s: %v", field, err)
-	}
+func parseIDs(nums []jsontext.Value, field string) ([]uint32, error) {
 	ids := make([]uint32, len(nums))
 	for i, n := range nums {
 		v, err := strconv.ParseUint(string(bytes.TrimSpace(n)), 10, 32)
@@ -169,6 +213,62 @@ func parseDirection(d *string) (string, error) {
 	return "", plainError(http.StatusUnprocessableEntity,
 		"Failed to deserialize the JSON body into the target type: truncation_direction: unknown variant `%s`, expected one of `Left`, `Right`, `left`, `right`", *d)
 }
+
+// appendInput appends in as TEI's request encodes it: a JSON string, or a
+// list of ids. Strings are escaped minimally (no HTML escaping, unlike
+// encoding/json), so the size of a body is the size of its parts.
+func appendInput(b []byte, in tei.Input) []byte {
+	if in.IDs != nil {
+		b = append(b, '[')
+		for i, id := range in.IDs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendUint(b, uint64(id), 10)
+		}
+		return append(b, ']')
+	}
+	return appendJSONString(b, in.Text)
+}
+
+// appendJSONString appends s, which is valid UTF-8, as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		case '\b':
+			b = append(b, '\\', 'b')
+		case '\f':
+			b = append(b, '\\', 'f')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// jsonUnmarshal decodes part of a request as strictly as decodeBody.
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// jsonMarshal encodes an answer the sidecar builds itself.
+func jsonMarshal(v any) ([]byte, error) { return stdjson.Marshal(v) }
 
 // writeList answers items as a JSON list, the way TEI writes its answers,
 // straight from the cached bytes through a pooled 64 kB buffer: no copy of
@@ -199,7 +299,7 @@ func writeList(c echo.Context, items []*entry) error {
 
 var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
 
-// listSize is the length of appendList's output.
+// listSize is the length of writeList's output.
 func listSize(items []*entry) int {
 	n := 1 + len(items)
 	for _, e := range items {

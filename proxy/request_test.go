@@ -1,8 +1,8 @@
 package proxy
 
 import (
-	"encoding/json"
 	"errors"
+	"github.com/go-json-experiment/json/jsontext"
 	"testing"
 	"unicode/utf8"
 )
@@ -32,7 +32,7 @@ func TestParseInputs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.raw, func(t *testing.T) {
-			in, err := parseInputs(json.RawMessage(tc.raw), "inputs")
+			in, err := parseInputs(jsontext.Value(tc.raw), "inputs")
 			if tc.status != 0 {
 				var re *requestError
 				if !errors.As(err, &re) || re.status != tc.status {

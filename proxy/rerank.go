@@ -3,18 +3,14 @@ package proxy
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"slices"
 	"strconv"
-
-	lru "github.com/hashicorp/golang-lru/v2"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/tei-sidecar/tei-sidecar/tei"
 )
 
 // rerankParams is one rerank call, with truncate resolved against the
-// upstream's auto_truncate.
+// pool's auto_truncate.
 type rerankParams struct {
 	query      string
 	texts      []string
@@ -27,45 +23,26 @@ type rerankParams struct {
 // rankResult is a whole rerank answer: ranks sorted by score, descending,
 // and the JSON TEI would write for them.
 type rankResult struct {
-	ranks []tei.Rank
+	ranks []tei.Rank // without their texts: body has them
 	body  []byte
+	size  int64
 }
 
-// rerankCache keeps whole rerank answers; nil when disabled.
-type rerankCache struct {
-	lru *lru.Cache[key, *rankResult]
-}
+// rankOverhead approximates the bookkeeping bytes of one cached rank.
+const rankOverhead = 64
 
-func newRerankCache(n int, m *metrics) *rerankCache {
-	if n <= 0 {
-		return nil
-	}
-	c, _ := lru.NewWithEvict(n, func(key, *rankResult) { m.cacheEvictions.Inc() })
-	return &rerankCache{lru: c}
-}
+func (r *rankResult) admit(bytesCharger) int64 { return r.size }
+func (r *rankResult) release() int64           { return r.size }
 
-func (c *rerankCache) get(k key) (*rankResult, bool) {
-	if c == nil {
-		return nil, false
+// newRankResult keeps ranks and body, dropping the ranks' copies of the
+// texts (body carries them) and counting every byte it holds.
+func newRankResult(ranks []tei.Rank, body []byte) *rankResult {
+	size := int64(len(body) + entryOverhead)
+	for i := range ranks {
+		ranks[i].Text = nil
+		size += int64(len(ranks[i].RawScore) + rankOverhead)
 	}
-	return c.lru.Get(k)
-}
-
-func (c *rerankCache) add(k key, r *rankResult) {
-	if c != nil {
-		c.lru.Add(k, r)
-	}
-}
-
-func (c *rerankCache) stats() (int, int64) {
-	if c == nil {
-		return 0, 0
-	}
-	n := 0
-	for _, r := range c.lru.Values() {
-		n += len(r.body)
-	}
-	return c.lru.Len(), int64(n)
+	return &rankResult{ranks: ranks, body: body, size: size}
 }
 
 // rerankKey hashes everything that changes a rerank answer.
@@ -86,80 +63,141 @@ func rerankKey(info *tei.Info, p rerankParams) key {
 }
 
 // rerank scores p.texts against p.query: from the cache, from an identical
-// call in flight, or from TEI. More texts than TEI accepts in one call are
-// split into chunks sent concurrently; their indices are mapped back and the
-// results re-sorted. Any failed chunk fails the whole call.
-func (s *Server) rerank(ctx context.Context, up *upstream, p rerankParams) (*rankResult, error) {
-	if len(p.texts) == 0 {
-		return nil, &requestError{status: 400, typ: tei.TypeEmpty, msg: "`texts` cannot be empty", param: "documents"}
+// rerank in flight, or from TEI, in chunks no larger than each replica
+// takes. The answer is TEI's own bytes when one call scored every text,
+// and TEI's order otherwise.
+func (s *Server) rerank(ctx context.Context, p *pool, rp rerankParams) (*rankResult, error) {
+	if len(rp.texts) == 0 {
+		return nil, errEmptyTexts
 	}
-	k := rerankKey(up.info.Load(), p)
+	info := p.info()
+	if info.ModelType.Kind() != tei.KindReranker {
+		return nil, wrongModel("model is not a re-ranker model")
+	}
+	k := rerankKey(info, rp)
 	if r, ok := s.rankCache.get(k); ok {
-		s.m.cacheHits.Inc()
+		s.m.cacheHits.WithLabelValues("rerank", "memory").Inc()
 		return r, nil
 	}
 	if s.rankCache != nil {
-		s.m.cacheMisses.Inc()
+		s.m.cacheMisses.WithLabelValues("rerank").Inc()
 	}
-	ch := s.rankGroup.DoChan(string(k[:]), func() (any, error) {
-		// Detached so that one caller leaving does not fail the others.
-		fctx, cancel := detach(ctx)
-		defer cancel()
-		r, err := s.rerankUpstream(fctx, up, p)
-		if err == nil {
-			s.rankCache.add(k, r)
-		}
-		return r, err
-	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return nil, res.Err
-		}
-		if res.Shared {
-			s.m.coalesced.Inc()
-		}
-		return res.Val.(*rankResult), nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func (s *Server) rerankUpstream(ctx context.Context, up *upstream, p rerankParams) (*rankResult, error) {
-	limit := up.batchLimit()
-	n := (len(p.texts) + limit - 1) / limit
-	parts := make([][]tei.Rank, n)
-	var single *tei.Response
-	g, gctx := errgroup.WithContext(ctx)
-	for i := range n {
-		lo, hi := i*limit, min((i+1)*limit, len(p.texts))
-		g.Go(func() error {
-			req := tei.RerankRequest{Query: p.query, Texts: p.texts[lo:hi], Truncate: &p.truncate,
-				TruncationDirection: p.direction, RawScores: p.raw, ReturnText: p.returnText}
-			return up.call(gctx, "/rerank", hi-lo, func(ctx context.Context) error {
-				ranks, res, err := up.client.Rerank(ctx, req)
-				if err != nil {
-					return err
-				}
-				for j := range ranks {
-					ranks[j].Index += lo
-				}
-				parts[i] = ranks
-				if n == 1 {
-					single = res
-				}
-				return nil
-			})
-		})
-	}
-	if err := g.Wait(); err != nil {
+	f := &flight{key: k, keyed: true, prio: interactive, rerank: newRerankWork(rp)}
+	w := newWaiter(1)
+	if err := p.submit(ctx, w, []*flight{f}); err != nil {
 		return nil, err
 	}
-	if n == 1 {
-		// TEI's own bytes, untouched.
-		return &rankResult{ranks: parts[0], body: single.Body}, nil
+	if err := p.await(ctx, w); err != nil {
+		return nil, err
 	}
-	ranks := slices.Concat(parts...)
+	if f = w.flights[0]; f.err != nil {
+		return nil, f.err
+	}
+	return f.rank, nil
+}
+
+// span is a range of texts, [lo, hi).
+type span struct{ lo, hi int }
+
+// rerankWork is a rerank in progress: its texts encoded once, the spans not
+// yet sent, and the ranks scored so far. Guarded by pool.mu, except the
+// final result, which the goroutine that saw it complete builds alone.
+type rerankWork struct {
+	texts      [][]byte // each text's JSON
+	head, tail []byte   // the body around the list of texts
+	pending    []span
+	ranks      []tei.Rank // indices in the whole list
+	scored     int
+	calls      int
+	whole      *tei.Response // TEI's answer, when one call scored every text
+}
+
+func newRerankWork(p rerankParams) *rerankWork {
+	w := &rerankWork{texts: make([][]byte, len(p.texts)), pending: []span{{0, len(p.texts)}}}
+	for i, t := range p.texts {
+		w.texts[i] = appendJSONString(nil, t)
+	}
+	w.head = append(appendJSONString(append([]byte(nil), `{"query":`...), p.query), `,"texts":[`...)
+	tail := append([]byte(nil), `],"truncate":`...)
+	tail = strconv.AppendBool(tail, p.truncate)
+	tail = append(tail, `,"truncation_direction":"`...)
+	tail = append(tail, p.direction...)
+	tail = append(tail, `","raw_scores":`...)
+	tail = strconv.AppendBool(tail, p.raw)
+	tail = append(tail, `,"return_text":`...)
+	tail = strconv.AppendBool(tail, p.returnText)
+	w.tail = append(tail, '}')
+	return w
+}
+
+// unsent is how many texts wait to be sent.
+func (w *rerankWork) unsent() int {
+	n := 0
+	for _, sp := range w.pending {
+		n += sp.hi - sp.lo
+	}
+	return n
+}
+
+// fit returns how many of the k texts from lo fit in a body of limit
+// bytes; at least one.
+func (w *rerankWork) fit(lo, k, limit int) int {
+	size := len(w.head) + len(w.tail)
+	for i := range k {
+		add := len(w.texts[lo+i])
+		if i > 0 {
+			add++
+		}
+		if i > 0 && size+add > limit {
+			return i
+		}
+		size += add
+	}
+	return k
+}
+
+// body is the request for the texts of sp.
+func (w *rerankWork) body(sp span) []byte {
+	size := len(w.head) + len(w.tail) + sp.hi - sp.lo
+	for _, t := range w.texts[sp.lo:sp.hi] {
+		size += len(t)
+	}
+	b := append(make([]byte, 0, size), w.head...)
+	for i, t := range w.texts[sp.lo:sp.hi] {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, t...)
+	}
+	return append(b, w.tail...)
+}
+
+// add takes a chunk's ranks; it reports whether every text is scored.
+func (w *rerankWork) add(c *teiCall) bool {
+	for _, r := range c.ranks {
+		r.Index += c.span.lo
+		w.ranks = append(w.ranks, r)
+	}
+	w.calls++
+	w.scored += c.span.hi - c.span.lo
+	if w.calls == 1 && w.scored == len(w.texts) {
+		w.whole = c.resp
+	}
+	return w.scored == len(w.texts) && len(w.pending) == 0
+}
+
+// unsend returns a failed chunk's texts to the pending ones.
+func (w *rerankWork) unsend(sp span) { w.pending = slices.Insert(w.pending, 0, sp) }
+
+// result builds the answer: TEI's bytes untouched when one call scored
+// every text; otherwise the chunks' ranks in TEI's order (score
+// descending; TEI sorts ascending and reverses, so among equal scores the
+// higher index comes first).
+func (w *rerankWork) result() *rankResult {
+	if w.whole != nil {
+		return newRankResult(w.ranks, w.whole.Body)
+	}
+	ranks := w.ranks
 	slices.SortStableFunc(ranks, func(a, b tei.Rank) int {
 		switch {
 		case a.Score > b.Score:
@@ -167,9 +205,9 @@ func (s *Server) rerankUpstream(ctx context.Context, up *upstream, p rerankParam
 		case a.Score < b.Score:
 			return 1
 		}
-		return a.Index - b.Index
+		return b.Index - a.Index
 	})
-	return &rankResult{ranks: ranks, body: appendRanks(nil, ranks)}, nil
+	return newRankResult(ranks, appendRanks(nil, ranks))
 }
 
 // appendRanks writes ranks in TEI's field order, keeping TEI's score digits.
@@ -183,8 +221,7 @@ func appendRanks(b []byte, ranks []tei.Rank) []byte {
 		b = strconv.AppendInt(b, int64(r.Index), 10)
 		if r.Text != nil {
 			b = append(b, `,"text":`...)
-			t, _ := json.Marshal(*r.Text)
-			b = append(b, t...)
+			b = appendJSONString(b, *r.Text)
 		}
 		b = append(b, `,"score":`...)
 		b = append(b, r.RawScore...)

@@ -2,127 +2,198 @@ package proxy
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/tei-sidecar/tei-sidecar/tei"
 )
 
-// Server is the proxy: create it with New, wait for TEI with Connect, serve
-// Handler, and call Close once the HTTP server has stopped.
+// Server is the proxy: create it with New (its replicas are probed from
+// then on), serve Handler (model routes answer 503 until their pool has a
+// ready replica), optionally wait for TEI with Connect, and call Close once
+// the HTTP server has stopped.
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	m      *metrics
 	echo   *echo.Echo
-	embedU *upstream
-	rankU  *upstream
+	embedP *pool
+	rankP  *pool // the embedding pool when no reranker is configured
 
 	tokens    tokenDigests
-	cache     *embedCache
-	rankCache *rerankCache
-	rankGroup singleflight.Group
+	cache     *lruCache[*entry]
+	rankCache *lruCache[*rankResult]
 
-	mu       sync.Mutex
-	inflight map[key]slot
-	wg       sync.WaitGroup // flights in progress
+	ctx    context.Context // owns background goroutines
+	stop   context.CancelFunc
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup // calls to TEI and background goroutines
 }
 
-// New builds a server for cfg. It does not contact TEI; Connect does.
+// New builds a server for cfg and starts reading each replica's /info in the
+// background; it does not wait for TEI.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
 	m := newMetrics()
-	s := &Server{cfg: cfg, log: log, m: m, inflight: make(map[key]slot), tokens: newTokenDigests(cfg.BearerTokens)}
-	s.cache = newEmbedCache(cfg.CacheSize, cfg.CacheBytes, m)
+	s := &Server{cfg: cfg, log: log, m: m, tokens: newTokenDigests(cfg.BearerTokens)}
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	s.cache = newLRU[*entry](cfg.CacheSize, cfg.CacheBytes, m.cacheEvictions.WithLabelValues("embed"))
 	m.registerCache("embed", s.cache.stats)
-	s.rankCache = newRerankCache(cfg.RerankCacheSize, m)
+	s.rankCache = newLRU[*rankResult](cfg.RerankCacheSize, cfg.RerankCacheBytes, m.cacheEvictions.WithLabelValues("rerank"))
 	m.registerCache("rerank", s.rankCache.stats)
 
 	var opts []tei.Option
 	if cfg.APIKey != "" {
 		opts = append(opts, tei.WithAPIKey(cfg.APIKey))
 	}
+	hc := &http.Client{Transport: tei.NewTransport()}
 	if cfg.Transport != nil {
-		opts = append(opts, tei.WithHTTPClient(&http.Client{Transport: cfg.Transport}))
+		hc = &http.Client{Transport: cfg.Transport}
 	}
-	ec, err := tei.NewClient(cfg.EmbedURL, opts...)
+	opts = append(opts, tei.WithHTTPClient(hc))
+	clients := func(urls []string) ([]*tei.Client, error) {
+		var cs []*tei.Client
+		for _, u := range urls {
+			c, err := tei.NewClient(u, opts...)
+			if err != nil {
+				return nil, err
+			}
+			cs = append(cs, c)
+		}
+		return cs, nil
+	}
+	ec, err := clients(cfg.EmbedURLs)
 	if err != nil {
 		return nil, err
 	}
-	s.embedU = newUpstream("embed", ec, cfg, m, log)
-	s.rankU = s.embedU
-	if cfg.RerankURL != "" {
-		rc, err := tei.NewClient(cfg.RerankURL, opts...)
-		if err != nil {
-			return nil, err
-		}
-		s.rankU = newUpstream("rerank", rc, cfg, m, log)
+	rc, err := clients(cfg.RerankURLs)
+	if err != nil {
+		return nil, err
+	}
+	s.embedP = newPool(s, "embed")
+	s.rankP = s.embedP
+	if len(rc) > 0 {
+		s.rankP = newPool(s, "rerank")
 	}
 	s.echo = s.routes()
+	for i, c := range ec {
+		s.embedP.add(s.ctx, cfg.EmbedURLs[i], c)
+	}
+	for i, c := range rc {
+		s.rankP.add(s.ctx, cfg.RerankURLs[i], c)
+	}
 	return s, nil
 }
 
-// Connect waits until every upstream answers /info (TEI opens its port only
-// once its model is loaded) and learns their limits and identity.
+// pools lists the server's pools, each once.
+func (s *Server) pools() []*pool {
+	if s.rankP == s.embedP {
+		return []*pool{s.embedP}
+	}
+	return []*pool{s.embedP, s.rankP}
+}
+
+// goOwned runs fn in a goroutine the server owns: Close waits for it.
+func (s *Server) goOwned(fn func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.wg.Go(fn)
+}
+
+// Connect waits until every pool has a ready replica (TEI opens its port
+// only once its model is loaded), within StartupTimeout.
 func (s *Server) Connect(ctx context.Context) error {
 	if s.cfg.StartupTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.StartupTimeout)
 		defer cancel()
 	}
-	ups := []*upstream{s.embedU}
-	if s.rankU != s.embedU {
-		ups = append(ups, s.rankU)
-	}
-	errs := make(chan error, len(ups))
-	for _, u := range ups {
-		go func() { errs <- u.waitInfo(ctx) }()
-	}
-	var first error
-	for range ups {
-		if err := <-errs; err != nil && first == nil {
-			first = err
+	start := time.Now()
+	for _, p := range s.pools() {
+		if err := p.wait(ctx); err != nil {
+			return errors.New("TEI (" + p.name + ") not ready after " + time.Since(start).Round(time.Second).String() + ": " + err.Error() + "; " + p.summary())
 		}
 	}
-	return first
+	return nil
 }
 
-// SetDown tells the server that the upstream name ("embed" or "rerank") cannot
-// answer, for the reason given: model calls that miss the cache fail fast
-// with 503 and /ready reports the reason, as when the breaker is open. An
-// empty reason marks it up again. A launcher's supervisor calls it when TEI
-// exits and once it is back.
-func (s *Server) SetDown(name, reason string) {
-	for _, u := range []*upstream{s.embedU, s.rankU} {
-		if u.name != name {
+// SetDown tells the server that a replica cannot answer, for the reason
+// given: it is sent no work, /ready and /status say why. An empty reason
+// means it is back: its /info is read again (it may have restarted with
+// another revision or other limits) before it takes work. pool is "embed"
+// or "rerank"; url is the replica's base URL as configured, or "" for
+// every replica of the pool. A launcher's supervisor calls it.
+func (s *Server) SetDown(pool, url, reason string) {
+	for _, p := range s.pools() {
+		if p.name != pool && !(pool == "rerank" && p == s.rankP) {
 			continue
 		}
-		if reason == "" {
-			u.down.Store(nil)
-			s.log.Info("TEI is back", "upstream", name)
-			continue
+		p.mu.Lock()
+		for _, r := range p.replicas {
+			if url != "" && r.raw != url {
+				continue
+			}
+			if reason != "" {
+				p.setStateLocked(r, stateDown, reason)
+				s.log.Warn("TEI is down", "pool", p.name, "replica", r, "reason", reason)
+				continue
+			}
+			p.setStateLocked(r, stateStarting, "restarted: reading /info again")
+			r.recheck()
+			s.log.Info("TEI is back: reading its /info again", "pool", p.name, "replica", r)
 		}
-		u.down.Store(&reason)
-		s.log.Warn("TEI is down", "upstream", name, "reason", reason)
+		p.mu.Unlock()
 	}
+}
+
+// Liveness says when the replica at url (as configured) last answered a
+// call, zero if never, and the longest call it answered: a supervisor
+// takes a recent answer as proof of life when TEI's /health is slow behind
+// a long batch.
+func (s *Server) Liveness(url string) (last time.Time, longest time.Duration) {
+	for _, p := range s.pools() {
+		if r := p.replica(url); r != nil {
+			if n := r.lastAnswer.Load(); n != 0 {
+				last = time.Unix(0, n)
+			}
+			return last, time.Duration(r.longestCall.Load())
+		}
+	}
+	return time.Time{}, 0
 }
 
 // Handler returns the HTTP handler serving every route.
 func (s *Server) Handler() http.Handler { return s.echo }
 
-// Close waits for calls to TEI still in flight, which end at their
-// deadlines at the latest.
-func (s *Server) Close() { s.wg.Wait() }
+// Close stops the background work and waits for calls to TEI still in
+// flight, which end at their deadlines at the latest. Work still queued
+// is answered 503.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.stop()
+	for _, p := range s.pools() {
+		p.mu.Lock()
+		p.sched.closeLocked()
+		p.mu.Unlock()
+	}
+	s.wg.Wait()
+}
 
 // routes registers every API face.
 func (s *Server) routes() *echo.Echo {
@@ -139,60 +210,57 @@ func (s *Server) routes() *echo.Echo {
 		metrics = s.auth(s.teiError)(metrics)
 	}
 	e.GET("/metrics", metrics)
+	e.GET("/status", s.status, s.auth(s.teiError))
 
-	// Each face checks the token and waits for TEI's /info, answering in
-	// its own error shape.
+	// Each face checks the token and waits for its pool's /info, answering
+	// in its own error shape.
 	type route struct {
 		method, path string
 		h            echo.HandlerFunc
+		p            *pool
 	}
 	faces := []struct {
 		fail   func(echo.Context, error) error
 		routes []route
 	}{
 		{s.teiError, []route{
-			{http.MethodGet, "/status", s.status},
-			{http.MethodGet, "/info", s.info},
-			{http.MethodPost, "/embed", s.teiEmbed(dense)},
-			{http.MethodPost, "/embed_sparse", s.teiEmbed(sparse)},
-			{http.MethodPost, "/rerank", s.teiRerank},
-			{http.MethodPost, "/tokenize", s.passThrough("/tokenize")},
-			{http.MethodPost, "/", s.teiRoot},
+			{http.MethodGet, "/info", s.info, s.embedP},
+			{http.MethodPost, "/embed", s.teiEmbed(dense), s.embedP},
+			{http.MethodPost, "/embed_sparse", s.teiEmbed(sparse), s.embedP},
+			{http.MethodPost, "/rerank", s.teiRerank, s.rankP},
+			{http.MethodPost, "/tokenize", s.passThrough("/tokenize", checkTokenize), s.embedP},
+			{http.MethodPost, "/", s.teiRoot, s.embedP},
 		}},
 		{s.openAIError, []route{
-			{http.MethodPost, "/v1/embeddings", s.openAIEmbeddings},
-			{http.MethodPost, "/embeddings", s.openAIEmbeddings},
-			{http.MethodGet, "/v1/models", s.models},
+			{http.MethodPost, "/v1/embeddings", s.openAIEmbeddings, s.embedP},
+			{http.MethodPost, "/embeddings", s.openAIEmbeddings, s.embedP},
+			{http.MethodGet, "/v1/models", s.models, s.embedP},
 		}},
 		{s.cohereError, []route{
-			{http.MethodPost, "/v1/rerank", s.cohereRerank("1")},
-			{http.MethodPost, "/v2/rerank", s.cohereRerank("2")},
+			{http.MethodPost, "/v1/rerank", s.cohereRerank("1"), s.rankP},
+			{http.MethodPost, "/v2/rerank", s.cohereRerank("2"), s.rankP},
 		}},
 		{s.pluginError, []route{
-			{http.MethodPost, "/plugin/embed_query", s.pluginEmbedQuery},
-			{http.MethodPost, "/plugin/embed_documents", s.pluginEmbedDocuments},
-			{http.MethodPost, "/plugin/rerank", s.pluginRerank},
+			{http.MethodPost, "/plugin/embed_query", s.pluginEmbedQuery, s.embedP},
+			{http.MethodPost, "/plugin/embed_documents", s.pluginEmbedDocuments, s.embedP},
+			{http.MethodPost, "/plugin/rerank", s.pluginRerank, s.rankP},
 		}},
 	}
 	for _, f := range faces {
 		for _, r := range f.routes {
-			e.Add(r.method, r.path, r.h, s.auth(f.fail), s.started(f.fail))
+			e.Add(r.method, r.path, r.h, s.auth(f.fail), s.started(r.p, f.fail))
 		}
 	}
 	return e
 }
 
-// errStarting is answered while TEI is still starting.
-var errStarting = &requestError{status: http.StatusServiceUnavailable, typ: tei.TypeUnhealthy, msg: "TEI is still starting (downloading or loading the model)"}
-
-// started refuses model calls, in the face's own error shape, until every
-// upstream's /info has been read.
-func (s *Server) started(fail func(echo.Context, error) error) echo.MiddlewareFunc {
+// started refuses a model call, in the face's own error shape, until its
+// pool has read a replica's /info.
+func (s *Server) started(p *pool, fail func(echo.Context, error) error) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			if s.embedU.info.Load() == nil || s.rankU.info.Load() == nil {
-				c.Response().Header().Set("Retry-After", "5")
-				return fail(c, errStarting)
+			if p.info() == nil {
+				return fail(c, &unavailableError{reason: "TEI is still starting (downloading or loading the model)", retryAfter: 5 * time.Second})
 			}
 			return next(c)
 		}
@@ -219,19 +287,4 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		s.m.requests.WithLabelValues(route, strconv.Itoa(c.Response().Status)).Inc()
 		return nil
 	}
-}
-
-// handleEchoError answers errors raised by echo itself (unknown route,
-// wrong method) in TEI's shape.
-func (s *Server) handleEchoError(err error, c echo.Context) {
-	if c.Response().Committed {
-		return
-	}
-	if he, ok := err.(*echo.HTTPError); ok {
-		msg := fmt.Sprint(he.Message)
-		_ = c.JSON(he.Code, teiErrorBody{Error: msg, ErrorType: tei.TypeValidation})
-		return
-	}
-	s.log.Error("unhandled error", "err", err)
-	_ = c.JSON(http.StatusInternalServerError, teiErrorBody{Error: "internal error", ErrorType: tei.TypeBackend})
 }

@@ -2,7 +2,10 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -14,44 +17,109 @@ import (
 // health answers 200 while the process is alive.
 func (s *Server) health(c echo.Context) error { return c.NoContent(http.StatusOK) }
 
-// ready answers 200 once every TEI has been connected, while the embedding
-// TEI answers /health and its breaker is not open; 503 with the reason
-// otherwise.
+// ready answers 200 while every pool has a ready replica that is alive;
+// 503 with the reason otherwise. Its body is open to anyone, so it names
+// states, never addresses or TEI's errors; /status has the details.
 func (s *Server) ready(c echo.Context) error {
 	if reason := s.notReady(c.Request().Context()); reason != "" {
-		return c.JSON(http.StatusServiceUnavailable, teiErrorBody{Error: reason, ErrorType: tei.TypeUnhealthy})
+		return writeJSON(c, http.StatusServiceUnavailable, teiErrorBody{Error: reason, ErrorType: tei.TypeUnhealthy})
 	}
 	return c.NoContent(http.StatusOK)
 }
 
-// Ready reports why the server is not ready, or "" when it is.
+// recentAnswer is how recent a replica's last answer must be to prove it
+// alive without asking /health.
+const recentAnswer = 10 * time.Second
+
+// notReady reports why the server is not ready, or "" when it is.
 func (s *Server) notReady(ctx context.Context) string {
-	// Model routes wait for every upstream's /info; so does readiness.
-	if s.embedU.info.Load() == nil || s.rankU.info.Load() == nil {
-		return "waiting for TEI to start"
-	}
-	for _, u := range []*upstream{s.embedU, s.rankU} {
-		if r := u.down.Load(); r != nil {
-			return "TEI (" + u.name + ") is down: " + *r
+	var why []string
+	for _, p := range s.pools() {
+		if reason := p.notReady(ctx); reason != "" {
+			why = append(why, reason)
 		}
 	}
-	if s.embedU.breaker.State() == gobreaker.StateOpen {
-		return "TEI is failing: circuit breaker open"
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if err := s.embedU.client.Health(ctx); err != nil {
-		return "TEI health check failed: " + err.Error()
-	}
-	return ""
+	return strings.Join(why, "; ")
 }
 
-// statusUpstream is one upstream in /status.
-type statusUpstream struct {
-	URL     string    `json:"url"`
-	Breaker string    `json:"breaker"`
-	Down    *string   `json:"down,omitempty"`
-	Info    *tei.Info `json:"info"`
+// notReady reports why the pool cannot serve, or "". A busy TEI answers
+// /health only after its running batch, so a recent answer to a call is
+// taken as proof of life, and a health check waits as long as the longest
+// call seen.
+func (p *pool) notReady(ctx context.Context) string {
+	p.mu.Lock()
+	var cands []*replica
+	for _, r := range p.replicas {
+		if r.state == stateReady && r.breaker.State() != gobreaker.StateOpen {
+			cands = append(cands, r)
+		}
+	}
+	summary := p.summaryLocked()
+	p.mu.Unlock()
+	if len(cands) == 0 {
+		return p.name + ": no replica ready (" + summary + ")"
+	}
+	for _, r := range cands {
+		if r.alive(recentAnswer) {
+			return ""
+		}
+	}
+	var errs []string
+	for _, r := range cands {
+		hctx, cancel := context.WithTimeout(ctx, r.healthTimeout())
+		err := r.client.Health(hctx)
+		cancel()
+		if err == nil {
+			return ""
+		}
+		errs = append(errs, outcomeOf(err))
+	}
+	return p.name + ": TEI's health check failed (" + strings.Join(errs, ", ") + ")"
+}
+
+// summary counts the pool's replicas by state, for messages.
+func (p *pool) summary() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.summaryLocked()
+}
+
+func (p *pool) summaryLocked() string {
+	counts := map[string]int{}
+	for _, r := range p.replicas {
+		st := r.state.String()
+		if r.state == stateReady && r.breaker.State() == gobreaker.StateOpen {
+			st = "breaker open"
+		}
+		counts[st]++
+	}
+	var parts []string
+	for _, st := range []string{"ready", "breaker open", "starting", "down", "draining", "refused"} {
+		if n := counts[st]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, st))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// statusReplica is one replica in /status.
+type statusReplica struct {
+	URL      string    `json:"url"`
+	State    string    `json:"state"`
+	Reason   string    `json:"reason,omitempty"`
+	Breaker  string    `json:"breaker"`
+	Inflight int       `json:"inflight_inputs"`
+	Limit    int       `json:"limit"`
+	MaxBatch int       `json:"max_batch"`
+	Info     *tei.Info `json:"info,omitempty"`
+}
+
+// statusPool is one pool in /status.
+type statusPool struct {
+	ModelID  string          `json:"model_id,omitempty"`
+	Revision string          `json:"revision,omitempty"`
+	Queued   map[string]int  `json:"queued_inputs"`
+	Replicas []statusReplica `json:"replicas"`
 }
 
 // statusCache is one cache in /status.
@@ -59,30 +127,53 @@ type statusCache struct {
 	Entries    int   `json:"entries"`
 	Bytes      int64 `json:"bytes"`
 	MaxEntries int   `json:"max_entries"`
+	MaxBytes   int64 `json:"max_bytes"`
 }
 
 // statusBody is /status: what an operator needs at a glance. It never
-// carries secrets.
+// carries secrets: URLs lose their credentials, keys are not shown.
 type statusBody struct {
-	Upstreams map[string]statusUpstream `json:"upstreams"`
-	Caches    map[string]statusCache    `json:"caches"`
-	Settings  map[string]any            `json:"settings"`
+	Pools    map[string]statusPool  `json:"pools"`
+	Caches   map[string]statusCache `json:"caches"`
+	Settings map[string]any         `json:"settings"`
 }
 
 func (s *Server) status(c echo.Context) error {
-	b := statusBody{Upstreams: map[string]statusUpstream{}, Caches: map[string]statusCache{}}
-	for _, u := range []*upstream{s.embedU, s.rankU} {
-		b.Upstreams[u.name] = statusUpstream{URL: u.client.BaseURL(), Breaker: u.breaker.State().String(), Down: u.down.Load(), Info: u.info.Load()}
+	b := statusBody{Pools: map[string]statusPool{}, Caches: map[string]statusCache{}}
+	for _, name := range []string{"embed", "rerank"} {
+		p := s.embedP
+		if name == "rerank" {
+			p = s.rankP
+		}
+		b.Pools[name] = p.status()
 	}
 	n, by := s.cache.stats()
-	b.Caches["embed"] = statusCache{Entries: n, Bytes: by, MaxEntries: s.cfg.CacheSize}
+	b.Caches["embed"] = statusCache{Entries: n, Bytes: by, MaxEntries: s.cfg.CacheSize, MaxBytes: s.cfg.CacheBytes}
 	n, by = s.rankCache.stats()
-	b.Caches["rerank"] = statusCache{Entries: n, Bytes: by, MaxEntries: s.cfg.RerankCacheSize}
+	b.Caches["rerank"] = statusCache{Entries: n, Bytes: by, MaxEntries: s.cfg.RerankCacheSize, MaxBytes: s.cfg.RerankCacheBytes}
 	b.Settings = s.cfg.redacted()
-	return c.JSON(http.StatusOK, b)
+	return writeJSON(c, http.StatusOK, b)
 }
 
-// redacted lists the settings for /status, secrets replaced.
+func (p *pool) status() statusPool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sp := statusPool{Queued: map[string]int{}}
+	if id := p.ident.Load(); id != nil {
+		sp.ModelID, sp.Revision = id.ModelID, id.Revision()
+	}
+	for i := range p.sched.queue {
+		sp.Queued[priority(i).String()] = p.sched.queue[i].inputs
+	}
+	for _, r := range p.replicas {
+		sp.Replicas = append(sp.Replicas, statusReplica{URL: r.shown, State: r.state.String(), Reason: r.reason,
+			Breaker: r.breaker.State().String(), Inflight: r.inflight, Limit: r.limit, MaxBatch: r.maxBatch, Info: r.info.Load()})
+	}
+	return sp
+}
+
+// redacted lists the settings for /status, secrets replaced and URLs
+// without their credentials.
 func (c Config) redacted() map[string]any {
 	secret := func(v string) string {
 		if v == "" {
@@ -90,24 +181,36 @@ func (c Config) redacted() map[string]any {
 		}
 		return "<redacted>"
 	}
+	shown := func(urls []string) []string {
+		out := make([]string, len(urls))
+		for i, u := range urls {
+			out[i], _ = redactURL(u)
+		}
+		return out
+	}
 	return map[string]any{
-		"tei_embed_url":     c.EmbedURL,
-		"tei_rerank_url":    c.RerankURL,
-		"tei_api_key":       secret(c.APIKey),
-		"cache_size":        c.CacheSize,
-		"cache_max_bytes":   c.CacheBytes,
-		"rerank_cache_size": c.RerankCacheSize,
-		"request_timeout":   c.RequestTimeout.String(),
-		"payload_limit":     c.BodyLimit,
-		"queue_inputs":      c.QueueInputs,
-		"breaker_failures":  c.BreakerFailures,
-		"breaker_open_for":  c.BreakerOpenFor.String(),
-		"startup_timeout":   c.StartupTimeout.String(),
-		"bearer_tokens":     len(c.BearerTokens),
-		"metrics_auth":      c.MetricsAuth,
-		"model_aliases":     c.ModelAliases,
-		"rerank_enable":     c.RerankEnable,
-		"rerank_k":          c.RerankK,
-		"rerank_final_n":    c.RerankFinalN,
+		"tei_embed_url":                   shown(c.EmbedURLs),
+		"tei_rerank_url":                  shown(c.RerankURLs),
+		"tei_api_key":                     secret(c.APIKey),
+		"tei_payload_limit":               c.UpstreamPayloadLimit,
+		"cache_size":                      c.CacheSize,
+		"cache_max_bytes":                 c.CacheBytes,
+		"rerank_cache_size":               c.RerankCacheSize,
+		"rerank_cache_max_bytes":          c.RerankCacheBytes,
+		"request_timeout":                 c.RequestTimeout.String(),
+		"payload_limit":                   c.BodyLimit,
+		"queue_inputs":                    c.QueueInputs,
+		"priority_interactive_max_inputs": c.PriorityInteractiveMaxInputs,
+		"priority_allow_raise":            c.PriorityAllowRaise,
+		"priority_bulk_share":             c.BulkShare,
+		"breaker_failures":                c.BreakerFailures,
+		"breaker_open_for":                c.BreakerOpenFor.String(),
+		"startup_timeout":                 c.StartupTimeout.String(),
+		"bearer_tokens":                   len(c.BearerTokens),
+		"metrics_auth":                    c.MetricsAuth,
+		"model_aliases":                   slices.Clone(c.ModelAliases),
+		"rerank_enable":                   c.RerankEnable,
+		"rerank_k":                        c.RerankK,
+		"rerank_final_n":                  c.RerankFinalN,
 	}
 }

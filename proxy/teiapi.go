@@ -2,54 +2,47 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"net/http"
-	"strconv"
+	"slices"
 
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/labstack/echo/v4"
 
 	"github.com/tei-sidecar/tei-sidecar/tei"
 )
 
-// teiErrorBody is TEI's native error shape.
-type teiErrorBody struct {
-	Error     string `json:"error"`
-	ErrorType string `json:"error_type"`
-}
-
-// teiEmbedRequest is the body of TEI's /embed and /embed_sparse.
+// teiEmbedRequest is the body of TEI's /embed and /embed_sparse. Fields
+// with a default in TEI refuse null (optBool, optString); TEI's optional
+// ones take it as absent.
 type teiEmbedRequest struct {
-	Inputs              json.RawMessage `json:"inputs"`
-	Normalize           *bool           `json:"normalize"`
-	Truncate            *bool           `json:"truncate"`
-	TruncationDirection *string         `json:"truncation_direction"`
-	PromptName          *string         `json:"prompt_name"`
-	Dimensions          *int            `json:"dimensions"`
+	Inputs              jsontext.Value `json:"inputs"`
+	Normalize           optBool        `json:"normalize"`
+	Truncate            *bool          `json:"truncate"`
+	TruncationDirection optString      `json:"truncation_direction"`
+	PromptName          *string        `json:"prompt_name"`
+	Dimensions          *uint32        `json:"dimensions"`
 }
 
-// params resolves the request's settings against the upstream's defaults.
+// params resolves the request's settings against the pool's defaults.
 func (r *teiEmbedRequest) params(kind outputKind, info *tei.Info) (embedParams, error) {
-	p := embedParams{kind: kind, normalize: true, truncate: info.AutoTruncate}
-	if r.Normalize != nil {
-		p.normalize = *r.Normalize
-	}
+	p := embedParams{kind: kind, normalize: r.Normalize.or(true), truncate: info.AutoTruncate}
 	if r.Truncate != nil {
 		p.truncate = *r.Truncate
 	}
 	var err error
-	if p.direction, err = parseDirection(r.TruncationDirection); err != nil {
+	if p.direction, err = parseDirection(r.TruncationDirection.ptr()); err != nil {
 		return p, err
 	}
 	if r.PromptName != nil {
 		p.promptName = *r.PromptName
 	}
 	if r.Dimensions != nil && kind == dense {
-		if *r.Dimensions <= 0 {
+		if *r.Dimensions == 0 {
 			return p, &requestError{status: http.StatusUnprocessableEntity, typ: tei.TypeValidation,
 				msg: "Input validation error: `dimensions` must be greater than 0", param: "dimensions"}
 		}
-		p.dims = *r.Dimensions
+		p.dims = int(*r.Dimensions)
 	}
 	return p, nil
 }
@@ -69,11 +62,12 @@ func (s *Server) teiEmbed(kind outputKind) echo.HandlerFunc {
 		if err != nil {
 			return s.teiError(c, err)
 		}
-		p, err := req.params(kind, s.embedU.info.Load())
+		p, err := req.params(kind, s.embedP.info())
 		if err != nil {
 			return s.teiError(c, err)
 		}
-		items, err := s.embed(c.Request().Context(), s.embedU, p, inputs)
+		prio := s.priorityOf(c.Request().Header.Get("X-Priority"), len(inputs))
+		items, err := s.embed(c.Request().Context(), s.embedP, p, inputs, prio)
 		if err != nil {
 			return s.teiError(c, err)
 		}
@@ -86,9 +80,9 @@ type teiRerankRequest struct {
 	Query               *string   `json:"query"`
 	Texts               *[]string `json:"texts"`
 	Truncate            *bool     `json:"truncate"`
-	TruncationDirection *string   `json:"truncation_direction"`
-	RawScores           bool      `json:"raw_scores"`
-	ReturnText          bool      `json:"return_text"`
+	TruncationDirection optString `json:"truncation_direction"`
+	RawScores           optBool   `json:"raw_scores"`
+	ReturnText          optBool   `json:"return_text"`
 }
 
 // teiRerank serves /rerank with TEI's shape: results sorted by score.
@@ -107,16 +101,16 @@ func (s *Server) teiRerank(c echo.Context) error {
 	case req.Texts == nil:
 		return s.teiError(c, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: missing field `texts`"))
 	}
-	dir, err := parseDirection(req.TruncationDirection)
+	dir, err := parseDirection(req.TruncationDirection.ptr())
 	if err != nil {
 		return s.teiError(c, err)
 	}
-	p := rerankParams{query: *req.Query, texts: *req.Texts, direction: dir, raw: req.RawScores, returnText: req.ReturnText,
-		truncate: s.rankU.info.Load().AutoTruncate}
+	p := rerankParams{query: *req.Query, texts: *req.Texts, direction: dir, raw: req.RawScores.or(false),
+		returnText: req.ReturnText.or(false), truncate: s.rankP.info().AutoTruncate}
 	if req.Truncate != nil {
 		p.truncate = *req.Truncate
 	}
-	res, err := s.rerank(c.Request().Context(), s.rankU, p)
+	res, err := s.rerank(c.Request().Context(), s.rankP, p)
 	if err != nil {
 		return s.teiError(c, err)
 	}
@@ -125,30 +119,33 @@ func (s *Server) teiRerank(c echo.Context) error {
 
 // teiRoot serves POST / as TEI does: by the model's type.
 func (s *Server) teiRoot(c echo.Context) error {
-	switch s.embedU.info.Load().ModelType.Kind() {
+	switch s.embedP.info().ModelType.Kind() {
 	case tei.KindSparse:
 		return s.teiEmbed(sparse)(c)
 	case tei.KindReranker:
 		return s.teiRerank(c)
 	case tei.KindClassifier:
-		return s.passThrough("/predict")(c)
+		return s.passThrough("/predict", checkPredict)(c)
 	}
 	return s.teiEmbed(dense)(c)
 }
 
-// passThrough forwards a request to the embedding TEI unchanged (within the
-// breaker and retries) and returns its answer unchanged.
-func (s *Server) passThrough(path string) echo.HandlerFunc {
+// passThrough forwards a request to the embedding pool unchanged (through
+// the scheduler, with its retries) and returns TEI's answer unchanged.
+// check decodes the body as strictly as TEI would, so that nothing TEI
+// refuses is sent, and counts its inputs (the permits the call needs).
+func (s *Server) passThrough(path string, check func([]byte) (int, error)) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		body, err := readJSON(c, s.cfg.BodyLimit)
 		if err != nil {
 			return s.teiError(c, err)
 		}
-		var res *tei.Response
-		err = s.embedU.call(c.Request().Context(), path, 0, func(ctx context.Context) error {
-			res, err = s.embedU.client.Do(ctx, http.MethodPost, path, body)
-			return err
-		})
+		n, err := check(body)
+		if err != nil {
+			return s.teiError(c, err)
+		}
+		prio := s.priorityOf(c.Request().Header.Get("X-Priority"), n)
+		res, err := s.pass(c.Request().Context(), s.embedP, http.MethodPost, path, body, n, prio)
 		if err != nil {
 			return s.teiError(c, err)
 		}
@@ -156,75 +153,68 @@ func (s *Server) passThrough(path string) echo.HandlerFunc {
 	}
 }
 
+// tokenizeRequest is the body of TEI's /tokenize.
+type tokenizeRequest struct {
+	Inputs           jsontext.Value `json:"inputs"`
+	AddSpecialTokens optBool        `json:"add_special_tokens"`
+	PromptName       *string        `json:"prompt_name"`
+}
+
+// checkTokenize validates a /tokenize body: inputs is a string or a list of
+// strings.
+func checkTokenize(body []byte) (int, error) {
+	var req tokenizeRequest
+	if err := decodeBody(body, &req); err != nil {
+		return 0, err
+	}
+	in, err := parseInputs(req.Inputs, "inputs")
+	if err != nil {
+		return 0, err
+	}
+	if slices.ContainsFunc(in, func(x tei.Input) bool { return x.IDs != nil }) {
+		return 0, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: inputs: data did not match any variant of untagged enum TokenizeInput")
+	}
+	return len(in), nil
+}
+
+// checkPredict validates a /predict body just enough to count its inputs;
+// TEI answers the rest.
+func checkPredict(body []byte) (int, error) {
+	var req struct {
+		Inputs    jsontext.Value `json:"inputs"`
+		RawScores optBool        `json:"raw_scores"`
+	}
+	if err := decodeBody(body, &req); err != nil {
+		return 0, err
+	}
+	if len(req.Inputs) == 0 {
+		return 0, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: missing field `inputs`")
+	}
+	var batch [][]string
+	if json.Unmarshal(req.Inputs, &batch) == nil {
+		return max(len(batch), 1), nil
+	}
+	return 1, nil
+}
+
+// pass sends one call of n inputs through p's scheduler as the client
+// wrote it.
+func (s *Server) pass(ctx context.Context, p *pool, method, path string, body []byte, n int, prio priority) (*tei.Response, error) {
+	f := &flight{prio: prio, pass: &passWork{method: method, path: path, body: body, n: n}}
+	w := newWaiter(1)
+	if err := p.submit(ctx, w, []*flight{f}); err != nil {
+		return nil, err
+	}
+	if err := p.await(ctx, w); err != nil {
+		return nil, err
+	}
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.resp, nil
+}
+
 // info serves the embedding TEI's /info unchanged, so TEI clients work.
 func (s *Server) info(c echo.Context) error {
-	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, s.embedU.info.Load().Raw)
-}
-
-// teiError writes err in TEI's shapes. This is the one place errors become
-// statuses for the TEI face.
-func (s *Server) teiError(c echo.Context, err error) error {
-	st, typ, msg, retry := s.classify(err)
-	var re *requestError
-	var te *tei.Error
-	switch {
-	case errors.As(err, &te):
-		// TEI's own answer goes back unchanged.
-		if retry > 0 {
-			c.Response().Header().Set("Retry-After", strconv.Itoa(retry))
-		}
-		ct := te.ContentType
-		if ct == "" {
-			return c.NoContent(te.Status)
-		}
-		return c.Blob(te.Status, ct, te.Body)
-	case errors.As(err, &re) && re.typ == "":
-		return c.String(re.status, re.msg)
-	case errors.Is(err, errUnauthorized):
-		return c.NoContent(http.StatusUnauthorized) // as TEI answers
-	}
-	if retry > 0 {
-		c.Response().Header().Set("Retry-After", strconv.Itoa(retry))
-	}
-	// json.Marshal, unlike echo's encoder, adds no newline: TEI's bodies end
-	// with the closing brace.
-	b, _ := json.Marshal(teiErrorBody{Error: msg, ErrorType: typ})
-	return c.Blob(st, echo.MIMEApplicationJSON, b)
-}
-
-// classify maps an error to a status, TEI error_type, message and
-// Retry-After seconds (0: none). Every face builds on it.
-func (s *Server) classify(err error) (status int, typ, msg string, retryAfter int) {
-	var re *requestError
-	var te *tei.Error
-	var tr *tei.TransportError
-	switch {
-	case errors.As(err, &re):
-		return re.status, re.typ, re.msg, 0
-	case errors.As(err, &te):
-		ra := 0
-		if te.Status == http.StatusTooManyRequests || te.Status == http.StatusServiceUnavailable {
-			ra = max(int(te.RetryAfter.Seconds()), 1)
-		}
-		return te.Status, te.Type, te.Message, ra
-	case isBreakerOpen(err):
-		return http.StatusServiceUnavailable, tei.TypeUnhealthy, "TEI is failing; the circuit breaker is open, retry later",
-			max(int(s.cfg.BreakerOpenFor.Seconds()), 1)
-	case errors.Is(err, errOverloaded):
-		return http.StatusTooManyRequests, tei.TypeOverloaded, "Model is overloaded", 1
-	case errors.Is(err, context.Canceled):
-		return 499, tei.TypeBackend, "request canceled", 0
-	case errors.As(err, &tr):
-		switch tr.Kind {
-		case tei.KindTimeout:
-			return http.StatusGatewayTimeout, tei.TypeBackend, "TEI did not answer within the request deadline", 0
-		case tei.KindDial:
-			return http.StatusServiceUnavailable, tei.TypeUnhealthy, "TEI is unreachable: " + tr.Err.Error(), 1
-		}
-		return http.StatusBadGateway, tei.TypeBackend, "TEI failed: " + tr.Err.Error(), 0
-	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout, tei.TypeBackend, "TEI did not answer within the request deadline", 0
-	}
-	s.log.Error("unexpected error", "err", err)
-	return http.StatusInternalServerError, tei.TypeBackend, "internal error", 0
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, s.embedP.info().Raw)
 }

@@ -212,12 +212,27 @@ func (c *Client) Rerank(ctx context.Context, req RerankRequest) ([]Rank, *Respon
 	if err != nil {
 		return nil, nil, err
 	}
+	return decodeRanks(r, len(req.Texts))
+}
+
+// RerankBody posts body, a /rerank request of n texts the caller encoded
+// itself, and decodes the ranks as Rerank does.
+func (c *Client) RerankBody(ctx context.Context, body []byte, n int) ([]Rank, *Response, error) {
+	r, err := c.Do(ctx, http.MethodPost, "/rerank", body)
+	if err != nil {
+		return nil, nil, err
+	}
+	return decodeRanks(r, n)
+}
+
+// decodeRanks reads a /rerank answer for n texts.
+func decodeRanks(r *Response, n int) ([]Rank, *Response, error) {
 	var ranks []Rank
 	if err := decode("/rerank", r, &ranks); err != nil {
 		return nil, nil, err
 	}
 	for _, rk := range ranks {
-		if rk.Index < 0 || rk.Index >= len(req.Texts) {
+		if rk.Index < 0 || rk.Index >= n {
 			return nil, nil, &TransportError{Kind: KindOther, Err: fmt.Errorf("/rerank response: index %d out of range", rk.Index)}
 		}
 	}

@@ -61,6 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		kong.Name("tei-sidecar"),
 		kong.Description("Run Hugging Face Text Embeddings Inference beside a retrieval service: detect, launch, cache, proxy."),
 		kong.UsageOnError(),
+		defaultVars(),
 		kong.Writers(stdout, stderr),
 	)
 	if err != nil {

@@ -6,17 +6,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
-	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
@@ -44,22 +49,31 @@ type serveCmd struct {
 	HealthFails int           `name:"health-failures" env:"TEI_HEALTH_FAILURES" default:"3" help:"Failed health checks in a row after which a launched TEI is restarted."`
 	RestartMax  time.Duration `name:"restart-max-backoff" env:"TEI_RESTART_MAX_BACKOFF" default:"1m" help:"Longest wait between restarts of a failing TEI (the wait doubles from 1s)."`
 
-	TEIEmbedURL  string `name:"tei-embed-url" env:"TEI_EMBED_URL" help:"Base URL of an embedding TEI already running, e.g. http://127.0.0.1:3000; nothing is launched."`
-	TEIRerankURL string `name:"tei-rerank-url" env:"TEI_RERANK_URL" help:"Base URL of the reranking TEI; empty sends rerank calls to the embedding TEI."`
+	TEIEmbedURL  string `name:"tei-embed-url" env:"TEI_EMBED_URL" help:"Base URLs of embedding TEIs already running, comma-separated (one pool of replicas), e.g. http://127.0.0.1:3000; nothing is launched."`
+	TEIRerankURL string `name:"tei-rerank-url" env:"TEI_RERANK_URL" help:"Base URLs of the reranking TEIs, comma-separated; empty sends rerank calls to the embedding TEI."`
 	TEIAPIKey    string `name:"tei-api-key" env:"TEI_API_KEY" help:"Bearer token for TEI started with --api-key (never logged)."`
+	TEIPayload   int64  `name:"tei-payload-limit" env:"TEI_PAYLOAD_LIMIT" default:"${tei_payload_limit}" help:"Largest request body sent to TEI in bytes (TEI's --payload-limit); batches are split to stay under it."`
 	Listen       string `name:"listen" env:"SIDECAR_LISTEN" default:"127.0.0.1:8080" help:"Address to serve on."`
 
-	CacheMaxBytes   int64         `name:"cache-max-bytes" env:"CACHE_MAX_BYTES" default:"268435456" help:"Memory bound of the embedding cache in bytes; 0 means none."`
-	RerankCacheSize int           `name:"rerank-cache-size" env:"RERANK_CACHE_SIZE" default:"1000" help:"Whole rerank answers kept; 0 disables it."`
-	RequestTimeout  time.Duration `name:"request-timeout" env:"REQUEST_TIMEOUT" default:"30s" help:"Deadline of one request, retries included; 0 means none."`
-	PayloadLimit    int64         `name:"payload-limit" env:"PAYLOAD_LIMIT" default:"2000000" help:"Largest request body in bytes (TEI's default)."`
-	QueueInputs     int           `name:"queue-inputs" env:"QUEUE_INPUTS" default:"4096" help:"Inputs that may wait for a TEI permit; 0 answers 429 at once when TEI is full."`
-	BreakerFailures int           `name:"breaker-failures" env:"BREAKER_FAILURES" default:"5" help:"Consecutive TEI failures that open the circuit breaker."`
-	BreakerOpenFor  time.Duration `name:"breaker-open-for" env:"BREAKER_OPEN_FOR" default:"10s" help:"How long an open breaker fails fast before probing TEI again."`
-	StartupTimeout  time.Duration `name:"startup-timeout" env:"STARTUP_TIMEOUT" default:"10m" help:"How long to wait for TEI to download and load its model (image pulls not counted); 0 waits forever."`
-	BearerToken     string        `name:"bearer-token" env:"BEARER_TOKEN" help:"Comma-separated tokens accepted as 'Authorization: Bearer'; empty means no auth (never logged)."`
-	MetricsAuth     bool          `name:"metrics-auth" env:"METRICS_AUTH" help:"Require a token on /metrics too."`
-	ModelAliases    []string      `name:"model-aliases" env:"MODEL_ALIASES" help:"Extra model names accepted for the served models (comma-separated)."`
+	CacheMaxBytes       int64         `name:"cache-max-bytes" env:"CACHE_MAX_BYTES" default:"${cache_max_bytes}" help:"Memory bound of the embedding cache in bytes; 0 means none."`
+	RerankCacheSize     int           `name:"rerank-cache-size" env:"RERANK_CACHE_SIZE" default:"${rerank_cache_size}" help:"Whole rerank answers kept; 0 disables it."`
+	RerankCacheMaxBytes int64         `name:"rerank-cache-max-bytes" env:"RERANK_CACHE_MAX_BYTES" default:"${rerank_cache_max_bytes}" help:"Memory bound of the rerank cache in bytes, texts included; 0 means none."`
+	RequestTimeout      time.Duration `name:"request-timeout" env:"REQUEST_TIMEOUT" default:"${request_timeout}" help:"Deadline of one request, retries included; 0 means none."`
+	PayloadLimit        int64         `name:"payload-limit" env:"PAYLOAD_LIMIT" default:"${payload_limit}" help:"Largest request body in bytes (TEI's default)."`
+	QueueInputs         int           `name:"queue-inputs" env:"QUEUE_INPUTS" default:"${queue_inputs}" help:"Inputs that may wait in the sidecar's scheduler; 0 answers 429 at once when TEI is full."`
+	InteractiveMax      int           `name:"priority-interactive-max-inputs" env:"PRIORITY_INTERACTIVE_MAX_INPUTS" default:"${priority_interactive_max_inputs}" help:"Requests of at most this many inputs are queries and go ahead of bulk work."`
+	AllowRaise          bool          `name:"priority-allow-raise" env:"PRIORITY_ALLOW_RAISE" help:"Let 'X-Priority: interactive' raise a request above bulk work (by default X-Priority can only lower it)."`
+	BulkShare           float64       `name:"priority-bulk-share" env:"PRIORITY_BULK_SHARE" default:"${priority_bulk_share}" help:"Least share of TEI calls bulk work gets while queries wait, in (0, 1]."`
+	BreakerFailures     int           `name:"breaker-failures" env:"BREAKER_FAILURES" default:"${breaker_failures}" help:"Consecutive failures of a TEI replica that open its circuit breaker."`
+	BreakerOpenFor      time.Duration `name:"breaker-open-for" env:"BREAKER_OPEN_FOR" default:"${breaker_open_for}" help:"How long an open breaker fails fast before probing TEI again."`
+	StartupTimeout      time.Duration `name:"startup-timeout" env:"STARTUP_TIMEOUT" default:"${startup_timeout}" help:"How long a launched TEI may take to download and load its model (image pulls not counted); 0 waits forever."`
+	BearerToken         string        `name:"bearer-token" env:"BEARER_TOKEN" help:"Comma-separated tokens accepted as 'Authorization: Bearer'; empty means no auth (never logged)."`
+	MetricsAuth         bool          `name:"metrics-auth" env:"METRICS_AUTH" help:"Require a token on /metrics too."`
+	ModelAliases        []string      `name:"model-aliases" env:"MODEL_ALIASES" help:"Extra model names accepted for the served models (comma-separated)."`
+
+	HTTPReadTimeout time.Duration `name:"http-read-timeout" env:"HTTP_READ_TIMEOUT" default:"${http_read_timeout}" help:"Longest time to read one request, headers and body."`
+	HTTPIdleTimeout time.Duration `name:"http-idle-timeout" env:"HTTP_IDLE_TIMEOUT" default:"${http_idle_timeout}" help:"Idle keep-alive connections are closed after this."`
+	HTTPMaxConns    int           `name:"http-max-connections" env:"HTTP_MAX_CONNECTIONS" default:"${http_max_connections}" help:"Most open client connections (at most 3/4 of the file limit); at the cap the longest-idle one is closed."`
 
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"SHUTDOWN_TIMEOUT" default:"15s" help:"How long SIGTERM waits for in-flight requests."`
 }
@@ -67,11 +81,13 @@ type serveCmd struct {
 // config turns the flags into the proxy's configuration. plugin, from a
 // plan, fills in the platform defaults of the settings left unset; without
 // one the proxy's defaults apply.
-func (c *serveCmd) config(embedURL, rerankURL string, plugin *plan.PluginSettings) proxy.Config {
+func (c *serveCmd) config(embedURLs, rerankURLs []string, plugin *plan.PluginSettings) proxy.Config {
 	cfg := proxy.Config{
-		EmbedURL: embedURL, RerankURL: rerankURL, APIKey: c.TEIAPIKey,
-		CacheSize: proxy.DefaultConfig().CacheSize, CacheBytes: c.CacheMaxBytes, RerankCacheSize: c.RerankCacheSize,
+		EmbedURLs: embedURLs, RerankURLs: rerankURLs, APIKey: c.TEIAPIKey, UpstreamPayloadLimit: c.TEIPayload,
+		CacheSize: proxy.DefaultConfig().CacheSize, CacheBytes: c.CacheMaxBytes,
+		RerankCacheSize: c.RerankCacheSize, RerankCacheBytes: c.RerankCacheMaxBytes,
 		RequestTimeout: c.RequestTimeout, BodyLimit: c.PayloadLimit, QueueInputs: c.QueueInputs,
+		PriorityInteractiveMaxInputs: c.InteractiveMax, PriorityAllowRaise: c.AllowRaise, BulkShare: c.BulkShare,
 		BreakerFailures: c.BreakerFailures, BreakerOpenFor: c.BreakerOpenFor, StartupTimeout: c.StartupTimeout,
 		BearerTokens: splitList(c.BearerToken), MetricsAuth: c.MetricsAuth, ModelAliases: c.ModelAliases,
 		RerankEnable: c.Settings.RerankEnable == nil || *c.Settings.RerankEnable,
@@ -87,29 +103,53 @@ func (c *serveCmd) config(embedURL, rerankURL string, plugin *plan.PluginSetting
 	return cfg
 }
 
+// httpConfig is the HTTP server's part of the flags.
+func (c *serveCmd) httpConfig() proxy.HTTPConfig {
+	return proxy.HTTPConfig{ReadTimeout: c.HTTPReadTimeout, IdleTimeout: c.HTTPIdleTimeout, MaxConnections: c.HTTPMaxConns}
+}
+
+// defaultVars are the defaults that serve's flags show and use, taken from
+// the proxy's DefaultConfig so that they are written in one place.
+func defaultVars() kong.Vars {
+	d, h := proxy.DefaultConfig(), proxy.DefaultHTTPConfig()
+	i := func(n int64) string { return strconv.FormatInt(n, 10) }
+	return kong.Vars{
+		"tei_payload_limit":               i(d.UpstreamPayloadLimit),
+		"cache_max_bytes":                 i(d.CacheBytes),
+		"rerank_cache_size":               i(int64(d.RerankCacheSize)),
+		"rerank_cache_max_bytes":          i(d.RerankCacheBytes),
+		"request_timeout":                 d.RequestTimeout.String(),
+		"payload_limit":                   i(d.BodyLimit),
+		"queue_inputs":                    i(int64(d.QueueInputs)),
+		"priority_interactive_max_inputs": i(int64(d.PriorityInteractiveMaxInputs)),
+		"priority_bulk_share":             strconv.FormatFloat(d.BulkShare, 'g', -1, 64),
+		"breaker_failures":                i(int64(d.BreakerFailures)),
+		"breaker_open_for":                d.BreakerOpenFor.String(),
+		"startup_timeout":                 d.StartupTimeout.String(),
+		"http_read_timeout":               h.ReadTimeout.String(),
+		"http_idle_timeout":               h.IdleTimeout.String(),
+		"http_max_connections":            i(int64(h.MaxConnections)),
+	}
+}
+
 func (c *serveCmd) Run(g *globals) error {
 	mode := launch.Mode(c.Launch)
 	if c.TEIEmbedURL != "" && mode != launch.ModeAuto && mode != launch.ModeNone {
 		return exitError{code: 2, msg: fmt.Sprintf("TEI_EMBED_URL is set, so there is nothing to launch: unset it, or use --launch none (or auto) instead of %s", mode)}
 	}
 	if mode == launch.ModeNone || c.TEIEmbedURL != "" {
-		cfg := c.config(c.TEIEmbedURL, c.TEIRerankURL, nil)
+		cfg := c.config(splitList(c.TEIEmbedURL), splitList(c.TEIRerankURL), nil)
 		if err := cfg.Validate(); err != nil {
 			return exitError{code: 2, msg: err.Error()}
 		}
 		if c.DryRun {
 			return c.printExternal(g.stdout, cfg)
 		}
-		plans := []plan.Plan{{Role: plan.RoleEmbedding}}
-		if c.TEIRerankURL != "" {
-			plans = append(plans, plan.Plan{Role: plan.RoleRerank})
-		}
-		ext := launch.External{EmbedURL: c.TEIEmbedURL, RerankURL: c.TEIRerankURL, StartupTimeout: c.StartupTimeout}
-		return c.serve(g, cfg, launchSet{launcher: ext, plans: plans})
+		return c.serve(g, cfg, launchSet{})
 	}
 
 	// Fail on bad proxy settings before launching anything.
-	if err := c.config("http://tei", "", nil).Validate(); err != nil {
+	if err := c.config([]string{"http://tei"}, nil, nil).Validate(); err != nil {
 		return exitError{code: 2, msg: err.Error()}
 	}
 	hw, res, err := detectAndPlan(g, c.Settings)
@@ -136,7 +176,7 @@ func (c *serveCmd) Run(g *globals) error {
 		g.log.Warn("plan", "warning", w)
 	}
 	g.log.Info("launching TEI", "mode", string(mode), "why", why, "platform", res.Platform)
-	return c.serve(g, c.config("", "", &res.Plugin), launchSet{launcher: l, plans: res.Plans, supervise: true})
+	return c.serve(g, c.config(nil, nil, &res.Plugin), launchSet{launcher: l, plans: res.Plans})
 }
 
 // pingDocker reports whether the Docker engine answers.
@@ -195,23 +235,24 @@ func (c *serveCmd) launcher(g *globals, mode launch.Mode, hw hwdetect.Hardware) 
 	return nil, nil, fmt.Errorf("unknown launch mode %q", mode)
 }
 
-// launchSet is what serve starts and, when supervise is set, restarts.
+// launchSet is what serve starts and supervises; empty when TEI runs at
+// the URLs given.
 type launchSet struct {
-	launcher  launch.Launcher
-	plans     []plan.Plan
-	supervise bool
+	launcher launch.Launcher
+	plans    []plan.Plan
 }
 
 // serve listens, launches TEI, proxies to it, and on SIGTERM drains
 // in-flight requests, then stops what it launched.
 func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launchSet) error {
-	ln, err := net.Listen("tcp", c.Listen)
+	hcfg := c.httpConfig()
+	ln, err := proxy.Listen(c.Listen, hcfg)
 	if err != nil {
 		return err
 	}
 	handler := &swapHandler{}
 	handler.set(startingHandler{})
-	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	hs := proxy.NewHTTPServer(handler, ln, hcfg, g.log)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	g.log.Info("listening", "addr", ln.Addr().String())
@@ -230,28 +271,22 @@ func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launchSet) error {
 	}
 	for i, p := range l.plans {
 		if p.Role == plan.RoleEmbedding {
-			cfg.EmbedURL = insts[i].URL
+			cfg.EmbedURLs = append(cfg.EmbedURLs, insts[i].URL)
 		} else {
-			cfg.RerankURL = insts[i].URL
+			cfg.RerankURLs = append(cfg.RerankURLs, insts[i].URL)
 		}
 	}
+	setMemoryLimit(g.log, cfg)
 	srv, err := proxy.New(cfg, g.log)
 	if err != nil {
-		releaseAll(insts)
+		releaseAll(g.log, insts)
 		stopHTTP()
 		return exitError{code: 2, msg: err.Error()}
 	}
 	defer srv.Close()
-	if err := srv.Connect(g.ctx); err != nil {
-		releaseAll(insts)
-		stopHTTP()
-		if g.ctx.Err() != nil {
-			return nil // stopped while waiting for TEI
-		}
-		return err
-	}
 	// The proxy is built once TEI's URLs are known (Docker picks the
-	// ports), so it takes over from the starting handler only now.
+	// ports), so it takes over from the starting handler only now. Until a
+	// pool's replica is ready its routes answer 503, and /ready says why.
 	handler.set(srv.Handler())
 
 	// Supervisors outlive SIGTERM until the drain is over: TEI must keep
@@ -263,9 +298,6 @@ func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launchSet) error {
 		supervisors.Wait()
 	}()
 	for i, inst := range insts {
-		if !l.supervise {
-			continue
-		}
 		sup := launch.NewSupervisor(l.launcher, l.plans[i], srv, launch.SuperviseOptions{
 			HealthEvery: c.HealthEvery, Failures: c.HealthFails, RestartMax: c.RestartMax,
 		}, g.log)
@@ -285,12 +317,11 @@ func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launchSet) error {
 		_ = hs.Close()
 	}
 	err = <-served
-	if l.supervise {
+	if len(insts) > 0 {
 		g.log.Info("stopping TEI", "keep", c.Keep)
 	}
 	stopSupervisors()
 	supervisors.Wait()
-	releaseAll(insts) // no-op for supervised ones, which their supervisors released
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -298,8 +329,24 @@ func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launchSet) error {
 	return nil
 }
 
+// setMemoryLimit sets the Go runtime's soft memory limit from the cache
+// budgets and the container's memory limit, unless GOMEMLIMIT is set.
+func setMemoryLimit(log *slog.Logger, cfg proxy.Config) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	container, _ := hwdetect.MemoryLimit(hwdetect.DefaultProbes())
+	if lim := proxy.SoftMemoryLimit(cfg, container); lim > 0 {
+		debug.SetMemoryLimit(lim)
+		log.Info("soft memory limit set (GOMEMLIMIT overrides it)", "bytes", lim, "container_limit", container)
+	}
+}
+
 // launchAll launches every plan at once; when one fails it stops the rest.
 func launchAll(ctx context.Context, l launch.Launcher, plans []plan.Plan) ([]*launch.Instance, error) {
+	if len(plans) == 0 {
+		return nil, nil
+	}
 	insts := make([]*launch.Instance, len(plans))
 	eg, ectx := errgroup.WithContext(ctx)
 	for i, p := range plans {
@@ -310,19 +357,26 @@ func launchAll(ctx context.Context, l launch.Launcher, plans []plan.Plan) ([]*la
 		})
 	}
 	if err := eg.Wait(); err != nil {
-		releaseAll(insts)
+		releaseAll(nil, insts)
 		return nil, err
 	}
 	return insts, nil
 }
 
-// releaseAll lets go of instances serve will not supervise.
-func releaseAll(insts []*launch.Instance) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+// releaseTimeout bounds stopping the instances serve will not supervise.
+const releaseTimeout = 30 * time.Second
+
+// releaseAll lets go of instances serve will not supervise, within
+// releaseTimeout, logging what could not be stopped.
+func releaseAll(log *slog.Logger, insts []*launch.Instance) {
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
 	for _, in := range insts {
-		if in != nil {
-			_ = in.Release(ctx)
+		if in == nil {
+			continue
+		}
+		if err := in.Release(ctx); err != nil && log != nil {
+			log.Warn("stopping TEI", "id", in.ID, "err", err.Error())
 		}
 	}
 }
@@ -404,10 +458,25 @@ func (c *serveCmd) printExternal(w io.Writer, cfg proxy.Config) error {
 	out := &errWriter{w: w}
 	out.printf("tei-sidecar serve --dry-run: nothing was started.\n\n")
 	out.printf("launch: none: TEI runs at the URLs given\n")
-	out.printf("embedding TEI: %s\n", cmp.Or(cfg.EmbedURL, "(not set: TEI_EMBED_URL is required)"))
-	out.printf("rerank TEI: %s\n", cmp.Or(cfg.RerankURL, "(the embedding TEI)"))
+	out.printf("embedding TEI: %s\n", cmp.Or(strings.Join(redactAll(cfg.EmbedURLs), ", "), "(not set: TEI_EMBED_URL is required)"))
+	out.printf("rerank TEI: %s\n", cmp.Or(strings.Join(redactAll(cfg.RerankURLs), ", "), "(the embedding TEI)"))
 	out.printf("listen: %s\n", c.Listen)
 	return out.err
+}
+
+// redactAll returns urls without their credentials, for printing.
+func redactAll(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil {
+			out[i] = "<invalid URL>"
+			continue
+		}
+		u.User = nil
+		out[i] = u.String()
+	}
+	return out
 }
 
 // splitList splits a comma-separated list, trimming spaces.

@@ -516,18 +516,25 @@ func (f *fakeLauncher) Launch(_ context.Context, p plan.Plan) (*Instance, error)
 	return inst, nil
 }
 
-// sinkRecorder records SetDown calls.
+// sinkRecorder records SetDown calls and reports a fixed liveness.
 type sinkRecorder struct {
 	mu    sync.Mutex
 	calls []string
 	ch    chan string
+	last  time.Time // what Liveness reports
 }
 
-func (s *sinkRecorder) SetDown(name, reason string) {
+func (s *sinkRecorder) SetDown(pool, url, reason string) {
 	s.mu.Lock()
-	s.calls = append(s.calls, name+": "+reason)
+	s.calls = append(s.calls, pool+" "+url+": "+reason)
 	s.mu.Unlock()
 	s.ch <- reason
+}
+
+func (s *sinkRecorder) Liveness(string) (time.Time, time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last, 0
 }
 
 func waitFor(t *testing.T, ch <-chan string) string {
@@ -607,7 +614,7 @@ func TestSupervisorRestartsUnhealthyTEI(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if got := sink.calls[0]; !strings.HasPrefix(got, "rerank: ") {
-		t.Errorf("SetDown name: %q", got)
+	if got, want := sink.calls[0], "rerank "+first.URL+": "; !strings.HasPrefix(got, want) {
+		t.Errorf("SetDown call %q, want it to start with %q", got, want)
 	}
 }

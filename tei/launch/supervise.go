@@ -12,12 +12,18 @@ import (
 	"github.com/tei-sidecar/tei-sidecar/plan"
 )
 
-// StatusSink learns when a TEI goes down and comes back; *proxy.Server is
-// one. SetDown is called with the upstream's name ("embed" or "rerank")
-// and why it cannot answer, and with an empty reason once TEI is ready
-// again. It must be safe for concurrent use.
+// StatusSink learns when a TEI goes down and comes back, and knows when it
+// last answered; *proxy.Server is one. It must be safe for concurrent use.
 type StatusSink interface {
-	SetDown(name, reason string)
+	// SetDown is called with the pool's name ("embed" or "rerank"), the
+	// replica's URL and why it cannot answer, and with an empty reason
+	// once TEI is ready again.
+	SetDown(pool, url, reason string)
+	// Liveness says when the replica at url last answered a call (zero if
+	// never) and the longest call it answered. TEI answers /health on its
+	// backend thread, after the batch in progress, so on a busy TEI a slow
+	// health check is not a dead one.
+	Liveness(url string) (last time.Time, longest time.Duration)
 }
 
 // SuperviseOptions tunes a Supervisor. Zero values are the defaults.
@@ -94,7 +100,7 @@ func (s *Supervisor) Run(ctx context.Context, inst *Instance) {
 			return
 		}
 		down := time.Now()
-		s.sink.SetDown(name, reason)
+		s.sink.SetDown(name, inst.URL, reason)
 		s.log.Warn("TEI is down: restarting it", "reason", reason, "id", inst.ID)
 		if time.Since(upSince) >= s.opts.RestartMax {
 			b.Reset() // it had been up a while: not a crash loop
@@ -124,7 +130,7 @@ func (s *Supervisor) Run(ctx context.Context, inst *Instance) {
 			inst = next
 		}
 		upSince = time.Now()
-		s.sink.SetDown(name, "")
+		s.sink.SetDown(name, inst.URL, "")
 		s.log.Info("TEI recovered", "url", inst.URL, "id", inst.ID, "down_for", time.Since(down).Round(100*time.Millisecond).String())
 	}
 }
@@ -156,13 +162,20 @@ func (s *Supervisor) watch(ctx context.Context, inst *Instance) string {
 			}
 			return err.Error()
 		case <-t.C:
-			hctx, cancel := context.WithTimeout(ctx, min(s.opts.HealthEvery, probeTimeout))
+			last, longest := s.sink.Liveness(inst.URL)
+			hctx, cancel := context.WithTimeout(ctx, max(probeTimeout, 2*longest))
 			err := c.Health(hctx)
 			cancel()
 			if ctx.Err() != nil {
 				return ""
 			}
 			if err == nil {
+				fails = 0
+				continue
+			}
+			if window := max(s.opts.HealthEvery*time.Duration(s.opts.Failures), 2*longest); !last.IsZero() && time.Since(last) < window {
+				// Busy, not dead: it answered a call within the window.
+				s.log.Debug("TEI health check failed, but TEI answered a call recently", "ago", time.Since(last).String(), "err", err.Error())
 				fails = 0
 				continue
 			}

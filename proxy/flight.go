@@ -1,0 +1,247 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/tei-sidecar/tei-sidecar/tei"
+)
+
+// The flight table: every piece of model work that requests wait on is a
+// flight, in its pool's table while it is keyed, so that identical inputs
+// arriving together are computed once.
+//
+// Invariants (all under pool.mu):
+//   - A keyed flight is in the table from its creation until it is done or
+//     abandoned; a request that misses the cache on a key in the table
+//     waits on that flight instead of starting another.
+//   - A flight's waiters are the requests that want its outcome. When the
+//     last one leaves (its client went away, or its deadline passed), the
+//     flight is abandoned: taken out of the table and the queue, and every
+//     TEI call carrying only abandoned flights is cancelled. A call is
+//     never cancelled while any flight it carries is still wanted.
+//   - A flight lives as long as its longest-waiting waiter allows: its
+//     deadline is the latest of theirs (none if any has none), and the TEI
+//     calls carrying it get that deadline. A late joiner never inherits an
+//     earlier caller's deadline.
+//   - Every TEI call runs in a goroutine counted by the server's wait
+//     group, added under pool.mu only while the scheduler is open, so that
+//     Close cannot race it.
+//   - A flight is retried at most maxAttempts times; its outcome (done,
+//     err and the result) is written once, under pool.mu, before its
+//     waiters are woken, and never changes after.
+//   - A flight's error concerns its own input or TEI, never another
+//     request's input: a batch refused for one input is split and each
+//     input is tried alone (see scheduler.failedLocked).
+
+// priority orders work in a pool's queue.
+type priority int
+
+const (
+	// interactive is work someone waits for: queries and reranks.
+	interactive priority = iota
+	// bulk is ingest: batches of documents, nobody waiting on one text.
+	bulk
+	numPriorities
+)
+
+func (p priority) String() string { return [...]string{"interactive", "bulk"}[p] }
+
+// maxAttempts bounds how often one flight is sent to TEI.
+const maxAttempts = 4
+
+// flight is one unit of model work that requests wait on: one distinct
+// input to embed, one whole rerank, or one call passed through.
+type flight struct {
+	key   key
+	keyed bool
+	prio  priority
+
+	// What to compute: exactly one is set.
+	embed  *embedWork
+	rerank *rerankWork
+	pass   *passWork
+
+	// The outcome, written once before done is set.
+	done  bool
+	err   error
+	entry *entry
+	rank  *rankResult
+	resp  *tei.Response
+
+	// pool.mu
+	waiters    []*waiter
+	deadline   time.Time // the latest deadline among its waiters
+	unbounded  bool      // some waiter has no deadline
+	queued     bool
+	prev, next *flight    // queue links
+	calls      []*teiCall // calls in progress carrying it
+	sent       bool       // some of it reached TEI
+	attempts   int
+	avoid      *replica // the replica it last failed on
+	solo       bool     // never batched with other flights again
+}
+
+// embedWork is one input to embed.
+type embedWork struct {
+	batch  *batchSpec
+	input  []byte // its JSON, as sent to TEI
+	weight int    // its share of x-compute-tokens, by length
+}
+
+// batchSpec is a route and the settings of an embedding call: flights with
+// equal keys are batched into one TEI call.
+type batchSpec struct {
+	route      string
+	key        string // route and tail
+	head, tail []byte // the body around the list of inputs
+}
+
+// passWork is one call sent to TEI as the client wrote it.
+type passWork struct {
+	method, path string
+	body         []byte
+	n            int // inputs it carries: the permits it needs
+}
+
+// inputs is how many inputs of f still wait to be sent.
+func (f *flight) inputs() int {
+	switch {
+	case f.embed != nil:
+		return 1
+	case f.rerank != nil:
+		return f.rerank.unsent()
+	}
+	return max(f.pass.n, 1)
+}
+
+// waiter is one request waiting on flights.
+type waiter struct {
+	flights []*flight
+	pending int // flights not yet done; -1 once it left
+	done    chan struct{}
+}
+
+func newWaiter(n int) *waiter {
+	return &waiter{flights: make([]*flight, 0, n), done: make(chan struct{})}
+}
+
+// attachLocked makes w wait on f.
+func (w *waiter) attachLocked(f *flight, dl time.Time, bounded bool) {
+	w.flights = append(w.flights, f)
+	if f.done {
+		return
+	}
+	w.pending++
+	f.waiters = append(f.waiters, w)
+	switch {
+	case !bounded:
+		f.unbounded = true
+	case dl.After(f.deadline):
+		f.deadline = dl
+	}
+}
+
+// submit makes w wait on fs, after replacing each keyed flight already in
+// the table by that one, and queues the new ones. It refuses the work when
+// no replica can take it, or the queue is full.
+func (p *pool) submit(ctx context.Context, w *waiter, fs []*flight) error {
+	dl, bounded := ctx.Deadline()
+	cfg := p.s.cfg
+	sc := &p.sched
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if sc.closed {
+		return errClosed
+	}
+	if !p.usableLocked() {
+		return p.unavailableLocked()
+	}
+	need := 0
+	for _, f := range fs {
+		if !f.keyed || sc.flights[f.key] == nil {
+			need += f.inputs()
+		}
+	}
+	// A request always gets in when nothing waits: however large, it is
+	// scheduled chunk by chunk. Only a queue already holding work refuses.
+	if q := sc.queuedTotal(); q > 0 && q+need > cfg.QueueInputs {
+		return &overloadError{msg: "Model is overloaded: the sidecar's queue is full", retryAfter: sc.drainTime(q)}
+	}
+	var fresh []*flight
+	for i, f := range fs {
+		if f.keyed {
+			if old := sc.flights[f.key]; old != nil {
+				fs[i] = old
+				p.s.m.coalesced.WithLabelValues(p.name).Inc()
+				w.attachLocked(old, dl, bounded)
+				continue
+			}
+			sc.flights[f.key] = f
+		}
+		fresh = append(fresh, f)
+		w.attachLocked(f, dl, bounded)
+		sc.enqueueLocked(f, false)
+	}
+	sc.dispatchLocked()
+	if cfg.QueueInputs == 0 && slices.ContainsFunc(fresh, func(f *flight) bool { return f.queued }) {
+		// No waiting allowed: what TEI cannot take now is refused, as TEI
+		// itself does.
+		p.leaveLocked(w)
+		return &overloadError{msg: "Model is overloaded", retryAfter: time.Second}
+	}
+	return nil
+}
+
+// await waits until every flight of w is done, or ctx ends. A request whose
+// deadline passed while its work still waited in the queue gets a 429 with
+// the time the queue needs to drain; one whose work was in TEI gets ctx's
+// error.
+func (p *pool) await(ctx context.Context, w *waiter) error {
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	if w.pending == 0 {
+		p.mu.Unlock()
+		return nil // finished as ctx ended
+	}
+	neverSent := !slices.ContainsFunc(w.flights, func(f *flight) bool { return !f.done && f.sent })
+	p.leaveLocked(w)
+	wait := p.sched.drainTime(p.sched.queuedTotal())
+	var why error
+	if !p.readyLocked() {
+		why = p.unavailableLocked()
+	}
+	p.mu.Unlock()
+	switch {
+	case !neverSent || !errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return ctx.Err()
+	case why != nil:
+		return why // it waited for a replica that did not come back
+	}
+	return &overloadError{msg: "Model is overloaded: the request waited in the sidecar's queue past its deadline", retryAfter: wait}
+}
+
+// leaveLocked takes w off its flights, abandoning those nobody else waits on.
+func (p *pool) leaveLocked(w *waiter) {
+	if w.pending <= 0 {
+		return
+	}
+	for _, f := range w.flights {
+		if f.done {
+			continue
+		}
+		if i := slices.Index(f.waiters, w); i >= 0 {
+			f.waiters = slices.Delete(f.waiters, i, i+1)
+		}
+		if len(f.waiters) == 0 {
+			p.sched.completeLocked(f, context.Canceled)
+		}
+	}
+	w.pending = -1
+}
