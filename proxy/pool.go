@@ -87,8 +87,14 @@ func (p *pool) accept(r *replica, info *tei.Info, dim int, waited time.Duration)
 		p.ident.Store(info)
 		p.dim.Store(int64(dim))
 	}
+	prev := r.info.Load()
+	unchanged := r.state == stateReady && prev != nil && sameModel(prev, info) &&
+		prev.MaxClientBatchSize == info.MaxClientBatchSize && prev.MaxConcurrentRequests == info.MaxConcurrentRequests
 	r.info.Store(info)
 	r.dim.Store(int64(dim))
+	if unchanged {
+		return // a periodic check found nothing new
+	}
 	r.maxBatch = max(min(info.MaxClientBatchSize, info.MaxConcurrentRequests), 1)
 	r.limit = max(info.MaxConcurrentRequests, 1)
 	r.byteLimit = int(p.s.cfg.UpstreamPayloadLimit)
@@ -168,7 +174,7 @@ func (p *pool) unavailableLocked() error {
 			open++
 		case r.state == stateStarting:
 			starting++
-		case r.state == stateDown && r.reason == "TEI refused the sidecar's API key (TEI_API_KEY)":
+		case r.state == stateDown && r.reason == reasonAPIKey:
 			return errTEIAuth
 		default:
 			down++

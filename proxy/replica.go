@@ -117,7 +117,8 @@ func (r *replica) alive(d time.Duration) bool {
 }
 
 // probe reads /info and, for a dense embedder, learns its dimension from
-// one short embedding (/info does not report it).
+// one short embedding (/info does not report it) unless the replica's model
+// is unchanged since it was last learned.
 func (r *replica) probe(ctx context.Context) (*tei.Info, int, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -127,6 +128,9 @@ func (r *replica) probe(ctx context.Context) (*tei.Info, int, error) {
 	}
 	if info.ModelType.Kind() != tei.KindEmbedding {
 		return info, 0, nil
+	}
+	if prev := r.info.Load(); prev != nil && sameModel(prev, info) && r.dim.Load() > 0 {
+		return info, int(r.dim.Load()), nil
 	}
 	res, err := r.client.Embed(cctx, tei.EmbedRequest{Inputs: tei.Texts("tei-sidecar dimension probe")})
 	if err != nil {
@@ -156,15 +160,19 @@ func (r *replica) run(ctx context.Context) {
 		case err == nil:
 			r.pool.accept(r, info, dim, time.Since(start))
 			delay = 200 * time.Millisecond
+			t := time.NewTimer(recheckEvery)
 			select {
 			case <-ctx.Done():
+				t.Stop()
 				return
 			case <-r.wake:
+				t.Stop()
+			case <-t.C:
 			}
 			start = time.Now()
 			continue
 		case isTEIAuth(err):
-			r.pool.setState(r, stateDown, "TEI refused the sidecar's API key (TEI_API_KEY)")
+			r.pool.setState(r, stateDown, reasonAPIKey)
 			log.Error("TEI refused the sidecar's API key: set TEI_API_KEY to the key TEI was started with", "err", err.Error())
 			delay = 30 * time.Second
 		case tei.IsCallerError(err):
@@ -198,6 +206,14 @@ func (r *replica) recheck() {
 	default:
 	}
 }
+
+// reasonAPIKey is why a replica that refuses the sidecar's key is down.
+const reasonAPIKey = "TEI refused the sidecar's API key (TEI_API_KEY)"
+
+// recheckEvery is how often a ready replica's /info is read again, so that
+// a TEI restarted behind the sidecar's back (another revision, other
+// limits) is noticed even when nothing failed in between.
+const recheckEvery = 30 * time.Second
 
 // isTEIAuth reports whether TEI refused the sidecar's own API key.
 func isTEIAuth(err error) bool {

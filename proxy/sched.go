@@ -256,22 +256,15 @@ func (sc *scheduler) startLocked(c *teiCall) {
 	r.inflight += c.n
 	r.calls++
 	sc.p.s.m.inflightInputs.WithLabelValues(sc.p.name, r.addr).Set(float64(r.inflight))
-	var dl time.Time
-	unbounded := false
 	for _, f := range c.flights {
 		f.sent = true
 		f.calls = append(f.calls, c)
-		unbounded = unbounded || f.unbounded
-		if f.deadline.After(dl) {
-			dl = f.deadline
-		}
 	}
 	c.live = len(c.flights)
-	if unbounded || dl.IsZero() {
-		c.ctx, c.cancel = context.WithCancel(context.Background())
-	} else {
-		c.ctx, c.cancel = context.WithDeadline(context.Background(), dl)
-	}
+	// No deadline of its own: each waiter leaves at its deadline, and the
+	// call is cancelled when the last one has left. A waiter joining late
+	// keeps its own, later deadline.
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	sc.p.s.wg.Add(1)
 	go sc.run(c)
 }

@@ -88,13 +88,16 @@ func (p *pool) summaryLocked() string {
 	counts := map[string]int{}
 	for _, r := range p.replicas {
 		st := r.state.String()
-		if r.state == stateReady && r.breaker.State() == gobreaker.StateOpen {
+		switch {
+		case r.state == stateReady && r.breaker.State() == gobreaker.StateOpen:
 			st = "breaker open"
+		case r.state == stateDown && r.reason == reasonAPIKey:
+			st = "down: TEI refused the sidecar's API key"
 		}
 		counts[st]++
 	}
 	var parts []string
-	for _, st := range []string{"ready", "breaker open", "starting", "down", "draining", "refused"} {
+	for _, st := range []string{"ready", "breaker open", "starting", "down", "down: TEI refused the sidecar's API key", "draining", "refused"} {
 		if n := counts[st]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, st))
 		}
