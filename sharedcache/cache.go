@@ -59,9 +59,10 @@ type lastError struct {
 }
 
 // New returns a cache for cfg, its metrics registered on reg (nil: not
-// registered), logging breaker changes to log. It does not connect:
-// connections open on first use, and Ping checks them. An empty cfg.URL
-// turns the layer off: New returns a nil *Cache, which is valid.
+// registered), logging breaker changes to log (nil: not logged). It does
+// not wait for Redis: connections open in the background and on first
+// use, and Ping checks them. An empty cfg.URL turns the layer off: New
+// returns a nil *Cache, which is valid.
 func New(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Cache, error) {
 	c, err := newCache(cfg, reg, log)
 	if c == nil || err != nil {
@@ -298,8 +299,8 @@ func (c *Cache) Ping(ctx context.Context) error {
 
 // Close stops the writer, letting it write what is queued for up to
 // about a second, then closes the connections. Writes left over are
-// dropped and counted. No goroutine of the cache outlives it. Calling it
-// again does nothing.
+// dropped and counted (a Put racing Close may be lost uncounted). No
+// goroutine of the cache outlives it. Calling it again does nothing.
 func (c *Cache) Close() error {
 	if c == nil {
 		return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -488,12 +489,19 @@ func TestStatusAndPassword(t *testing.T) {
 	if s != want {
 		t.Errorf("Status = %+v\nwant %+v", s, want)
 	}
+	j, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wantJSON := `{"address":"redis://:xxxxx@` + m.Addr() + `/0","mode":"single","namespace":"teisc:v1:","breaker":"closed","queue_depth":0,"queue_size":1024,"dropped":0}`; string(j) != wantJSON {
+		t.Errorf("Status JSON = %s\nwant %s", j, wantJSON)
+	}
 
 	wrong, _ := newTestCache(t, Config{URL: "redis://:wrong-s3cret@" + m.Addr(), Timeout: generous})
 	if v := wrong.Get(context.Background(), testKeys(2))[1]; v != nil {
 		t.Errorf("Get with a wrong password = %q", v)
 	}
-	err := wrong.Ping(context.Background())
+	err = wrong.Ping(context.Background())
 	if err == nil {
 		t.Fatal("Ping with a wrong password = nil")
 	}
