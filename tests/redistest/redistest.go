@@ -68,7 +68,6 @@ type Server struct {
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when cmd has been waited for
 	waitErr error
-	paused  bool
 }
 
 // Start runs a redis-server and waits until it answers PING. Extra
@@ -141,7 +140,7 @@ func (s *Server) launch() error {
 	}
 	exited := make(chan struct{})
 	s.mu.Lock()
-	s.cmd, s.exited, s.paused = cmd, exited, false
+	s.cmd, s.exited = cmd, exited
 	s.mu.Unlock()
 	go func() {
 		err := cmd.Wait()
@@ -223,9 +222,6 @@ func (s *Server) Pause() {
 	if !s.signal(syscall.SIGSTOP) {
 		s.t.Fatalf("redistest: Pause: redis-server on %s is not running", s.Addr)
 	}
-	s.mu.Lock()
-	s.paused = true
-	s.mu.Unlock()
 }
 
 // Resume continues a paused server with SIGCONT.
@@ -234,9 +230,6 @@ func (s *Server) Resume() {
 	if !s.signal(syscall.SIGCONT) {
 		s.t.Fatalf("redistest: Resume: redis-server on %s is not running", s.Addr)
 	}
-	s.mu.Lock()
-	s.paused = false
-	s.mu.Unlock()
 }
 
 // Restart kills the server (if running) and starts a new, empty one on the
