@@ -3,16 +3,20 @@
 // batch size and concurrency.
 //
 // Run reproduces the plugin's eight scenarios (texts, warm-ups, iterations,
-// statistics and summary format), adds cache miss and hit rows, latency
-// percentiles and a concurrency sweep, and can run the same work against a
-// baseline, alternating per iteration. Tune sweeps batch size and
-// concurrency against TEI and recommends the throughput knee.
+// statistics and summary format), adds cache miss and hit rows, uncached
+// variants of the rows a cache answered, latency percentiles and a
+// concurrency sweep, and can run the same work against a baseline,
+// alternating per iteration. Tune sweeps batch size and concurrency against
+// TEI and recommends the throughput knee. FindTEI reads the TEI URLs from
+// the sidecar's /status; WritePlot and WriteTunePlot draw SVG pictures.
 package bench
 
 import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tei-sidecar/tei-sidecar/tei"
@@ -20,8 +24,9 @@ import (
 
 // SchemaVersion is the version of Report's JSON. It changes only when a
 // field is removed or changes meaning; new fields may appear within a
-// version.
-const SchemaVersion = 1
+// version. Version 2 moved calls and the cache rows' "cache" into each
+// server's result and lets a baseline skip a row.
+const SchemaVersion = 2
 
 // Options configures Run. The zero value of each field but Target is a
 // working default.
@@ -47,7 +52,8 @@ type Options struct {
 	Timeout time.Duration
 	// Progress, when set, is called after each unit of work (one
 	// iteration or warm-up on one target, or one sweep level) from the
-	// goroutine that called Run.
+	// goroutine that called Run. total changes when a row gets an
+	// uncached variant that was not foreseen, or does not get one that was.
 	Progress func(done, total int, step string)
 	// HTTPClient sends the requests; nil means a pooled client.
 	HTTPClient *http.Client
@@ -72,7 +78,10 @@ type Report struct {
 	Baseline *TargetReport `json:"baseline,omitempty"`
 	// Scale is Options.Scale; 1 means the plugin's counts.
 	Scale float64 `json:"scale"`
-	Rows  []Row   `json:"rows"`
+	// Notes say what a reader must know about the whole run (rows left
+	// out, how cache hits were told); empty when nothing needs saying.
+	Notes []string `json:"notes"`
+	Rows  []Row    `json:"rows"`
 	// Sweep is empty when the sweep was skipped.
 	Sweep []SweepLevel `json:"sweep"`
 }
@@ -88,11 +97,24 @@ type TargetReport struct {
 	// when rerank calls go to URL.
 	RerankModelID string `json:"rerank_model_id,omitempty"`
 	TEIVersion    string `json:"tei_version,omitempty"`
+	// Simulator names the TEI simulator that answered GET /info (its
+	// "simulator" field); empty for TEI.
+	Simulator string `json:"simulator,omitempty"`
+	// Sidecar is true when GET /status answered as the sidecar's does:
+	// its answers may come from its cache, and it splits batches itself.
+	Sidecar bool `json:"sidecar"`
+	// FoundVia is the sidecar whose GET /status named this TEI.
+	FoundVia string `json:"found_via,omitempty"`
 	// Model is the openai face's "model"; empty on other faces.
 	Model string `json:"model,omitempty"`
-	// DocumentsBatch is the most texts per documents call on the tei face;
-	// 0 means all in one call.
-	DocumentsBatch int `json:"documents_batch"`
+	// Batch and RerankBatch are the most texts of one embed call and of
+	// one rerank call: a row with more is split into concurrent calls. 0
+	// means every row's texts go in one call.
+	Batch       int `json:"batch"`
+	RerankBatch int `json:"rerank_batch"`
+	// RerankSkipped says why the rerank rows did not run on this server;
+	// empty when they did (or were left out by SkipRerank).
+	RerankSkipped string `json:"rerank_skipped,omitempty"`
 }
 
 // Row is one scenario's result.
@@ -101,22 +123,46 @@ type Row struct {
 	Kind Kind   `json:"kind"`
 	// Extra is true for rows that are not among the plugin's eight.
 	Extra bool `json:"extra"`
-	// Cache is "hit" or "miss" for the cache rows, absent otherwise.
-	Cache Cache `json:"cache,omitempty"`
+	// Uncached is true when every call's texts carry a unique suffix, so
+	// no cache can answer them; otherwise they repeat after the warm-up.
+	Uncached bool `json:"uncached"`
+	// VariantOf names the row an uncached variant repeats with unique
+	// texts; absent on other rows.
+	VariantOf string `json:"variant_of,omitempty"`
 	// Items per iteration (queries, docs or passages), the throughput's
 	// numerator.
-	Items int    `json:"items"`
-	Unit  string `json:"unit"`
-	// Calls is the requests one iteration sends to the target.
-	Calls      int   `json:"calls"`
-	Warmup     int   `json:"warmup"`
-	Iterations int   `json:"iterations"`
-	Target     Stats `json:"target"`
-	// Baseline, Ratio (target mean / baseline mean) and Speedup (baseline
-	// mean / target mean) are absent without a baseline.
-	Baseline *Stats   `json:"baseline,omitempty"`
+	Items      int    `json:"items"`
+	Unit       string `json:"unit"`
+	Warmup     int    `json:"warmup"`
+	Iterations int    `json:"iterations"`
+	Target     Result `json:"target"`
+	// Baseline is absent without a baseline; Ratio (target mean / baseline
+	// mean) and Speedup (baseline mean / target mean) also when the
+	// baseline skipped the row.
+	Baseline *Result  `json:"baseline,omitempty"`
 	Ratio    *float64 `json:"ratio,omitempty"`
 	Speedup  *float64 `json:"speedup,omitempty"`
+	// Note says how the servers' calls differed (split batches, a skipped
+	// baseline); absent when they did not.
+	Note string `json:"note,omitempty"`
+}
+
+// Result is one server's share of a row: its statistics and how its calls
+// were answered.
+type Result struct {
+	Stats
+	// Calls is the requests one iteration sent.
+	Calls int `json:"calls"`
+	// SplitAt is the most texts per call when the row's texts were split
+	// to fit the server's limit; absent when they went in one call.
+	SplitAt int `json:"split_at,omitempty"`
+	// Cache says what answered the measured calls; CacheFrom how that is
+	// known (absent with CacheNone).
+	Cache     Cache  `json:"cache"`
+	CacheFrom string `json:"cache_from,omitempty"`
+	// Skipped says why the row did not run on this server; the statistics
+	// are then empty.
+	Skipped string `json:"skipped,omitempty"`
 }
 
 // participant is a target or the baseline while Run runs.
@@ -161,6 +207,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		StartedAt:     time.Now().UTC(),
 		Target:        target.report(),
 		Scale:         scale,
+		Notes:         []string{},
 		Rows:          []Row{},
 		Sweep:         []SweepLevel{},
 	}
@@ -169,28 +216,36 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if err != nil {
 			return nil, fmt.Errorf("baseline: %w", err)
 		}
-		// Both must send the same requests, so documents go in slices of
-		// the smaller batch.
-		if target.face == FaceTEI && base.face == FaceTEI && o.Target.Batch == 0 && o.Baseline.Batch == 0 {
-			b := minBatch(target.batch, base.batch)
-			target.batch, base.batch = b, b
-			rep.Target.DocumentsBatch = b
-		}
 		parts = append(parts, participant{"baseline", base})
 		br := base.report()
 		rep.Baseline = &br
 	}
+	skipRerank := o.SkipRerank
+	if !skipRerank && target.noRerank != "" {
+		skipRerank = true
+		rep.Target.RerankSkipped = target.noRerank
+		rep.Notes = append(rep.Notes, "The rerank rows are left out: "+target.noRerank+" (give the reranker's URL with --rerank-target).")
+	}
+	if b := rep.Baseline; b != nil && !skipRerank && parts[1].c.noRerank != "" {
+		b.RerankSkipped = parts[1].c.noRerank
+		rep.Notes = append(rep.Notes, "The rerank rows ran on the target only: "+b.RerankSkipped+" (give the baseline's reranker with --baseline-rerank).")
+	}
 
 	var scenarios []Scenario
 	for _, s := range Scenarios() {
-		if o.SkipRerank && s.Kind == KindRerank {
+		if skipRerank && s.Kind == KindRerank {
 			continue
 		}
 		scenarios = append(scenarios, s.scaled(scale))
 	}
+	caching := slices.ContainsFunc(parts, func(p participant) bool { return p.c.sidecar })
 	total := len(o.Sweep) * len(parts)
 	for _, s := range scenarios {
-		total += (s.Warmup + s.Iterations) * len(parts)
+		units := (s.Warmup + s.Iterations) * len(parts)
+		total += units
+		if caching && wantsVariant(s) {
+			total += units
+		}
 	}
 	done := 0
 	tick := func(step string) {
@@ -206,13 +261,36 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, fmt.Errorf("row %q: %w", s.Name, err)
 		}
 		rep.Rows = append(rep.Rows, row)
+		if !wantsVariant(s) {
+			continue
+		}
+		units := (s.Warmup + s.Iterations) * len(parts)
+		answered := cachedAnswers(row)
+		switch {
+		case answered && !caching:
+			total += units // an X-Cache header told of a cache /status did not
+		case !answered && caching:
+			total -= units
+		}
+		if !answered {
+			continue
+		}
+		v := s.uncached()
+		vrow, err := runRow(ctx, v, parts, tick)
+		if err != nil {
+			return nil, fmt.Errorf("row %q: %w", v.Name, err)
+		}
+		rep.Rows = append(rep.Rows, vrow)
+	}
+	if slices.ContainsFunc(rep.Rows, func(r Row) bool { return r.VariantOf != "" }) {
+		rep.Notes = append(rep.Notes, "Rows marked hit were answered from the sidecar's cache, as repeated texts are; each such row of the plugin's has an uncached variant (\", uncached\") whose texts are new on every call: that is the one to set beside TEI.")
 	}
 	for _, n := range o.Sweep {
 		level := SweepLevel{Clients: n}
 		for _, p := range parts {
 			l, err := sweepLevel(ctx, p.c, n, o.SweepDuration, o.SweepRequests)
 			if err != nil {
-				return nil, fmt.Errorf("sweep with %d clients on the %s: %w", n, p.name, err)
+				return nil, fmt.Errorf("sweep with %d clients on the %s: %w", n, p.name, p.c.explain(err))
 			}
 			if p.name == "target" {
 				level.Target = l
@@ -230,22 +308,33 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return rep, nil
 }
 
-// minBatch is the smaller positive batch; 0 (no cap) loses to any cap.
-func minBatch(a, b int) int {
-	switch {
-	case a == 0:
-		return b
-	case b == 0:
-		return a
+// wantsVariant reports whether a row answered from a cache gets an
+// uncached variant: the plugin's rows do; the cache rows are a pair already.
+func wantsVariant(s Scenario) bool { return !s.Extra && !s.Unique }
+
+// cachedAnswers reports whether any server answered the row from a cache.
+func cachedAnswers(r Row) bool {
+	for _, res := range []*Result{&r.Target, r.Baseline} {
+		if res != nil && (res.Cache == CacheHit || res.Cache == CachePartial) {
+			return true
+		}
 	}
-	return min(a, b)
+	return false
 }
 
 // runRow runs a scenario on every participant, alternating per iteration
 // (target first on even iterations, baseline first on odd ones) so drift in
-// the machine's state falls on both alike.
+// the machine's state falls on both alike. A participant that cannot run
+// the row (a baseline without a reranker) skips it.
 func runRow(ctx context.Context, s Scenario, parts []participant, tick func(string)) (Row, error) {
 	times := make([][]time.Duration, len(parts))
+	tallies := make([]tally, len(parts))
+	skip := make([]string, len(parts))
+	for j, p := range parts {
+		if s.Kind == KindRerank {
+			skip[j] = p.c.noRerank
+		}
+	}
 	order := func(i int) []int {
 		if len(parts) == 2 && i%2 == 1 {
 			return []int{1, 0}
@@ -258,33 +347,54 @@ func runRow(ctx context.Context, s Scenario, parts []participant, tick func(stri
 	}
 	for i := range s.Warmup {
 		for _, j := range order(i) {
-			if err := parts[j].c.iteration(ctx, s); err != nil {
-				return Row{}, fmt.Errorf("warm-up on the %s: %w", parts[j].name, err)
+			if skip[j] == "" {
+				if err := parts[j].c.iteration(ctx, s, nil); err != nil {
+					return Row{}, fmt.Errorf("warm-up on the %s: %w", parts[j].name, parts[j].c.explain(err))
+				}
 			}
 			tick(s.Name)
 		}
 	}
 	for i := range s.Iterations {
 		for _, j := range order(i) {
-			start := time.Now()
-			if err := parts[j].c.iteration(ctx, s); err != nil {
-				return Row{}, fmt.Errorf("%s: %w", parts[j].name, err)
+			if skip[j] == "" {
+				start := time.Now()
+				if err := parts[j].c.iteration(ctx, s, &tallies[j]); err != nil {
+					return Row{}, fmt.Errorf("%s: %w", parts[j].name, parts[j].c.explain(err))
+				}
+				times[j] = append(times[j], time.Since(start))
 			}
-			times[j] = append(times[j], time.Since(start))
 			tick(s.Name)
 		}
 	}
+	results := make([]Result, len(parts))
+	var notes []string
+	for j, p := range parts {
+		if skip[j] != "" {
+			results[j] = Result{Stats: Stats{Times: []float64{}}, Cache: CacheNone, Skipped: skip[j]}
+			notes = append(notes, p.name+" skipped: not a reranker")
+			continue
+		}
+		calls, splitAt := p.c.calls(s)
+		cache, from := tallies[j].verdict(p.c.sidecar, s.Unique)
+		results[j] = Result{Stats: summarize(seconds(times[j]), s.Items()), Calls: calls, SplitAt: splitAt, Cache: cache, CacheFrom: from}
+		if splitAt > 0 {
+			notes = append(notes, fmt.Sprintf("%s split each call into %d concurrent calls of at most %d %s (%s), as the sidecar splits for TEI",
+				p.name, calls, splitAt, s.Unit, p.c.batchFrom))
+		}
+	}
 	row := Row{
-		Name: s.Name, Kind: s.Kind, Extra: s.Extra, Cache: s.Cache,
-		Items: s.Items(), Unit: s.Unit, Calls: parts[0].c.calls(s),
-		Warmup: s.Warmup, Iterations: s.Iterations,
-		Target: summarize(seconds(times[0]), s.Items()),
+		Name: s.Name, Kind: s.Kind, Extra: s.Extra, Uncached: s.Unique, VariantOf: s.VariantOf,
+		Items: s.Items(), Unit: s.Unit, Warmup: s.Warmup, Iterations: s.Iterations,
+		Target: results[0], Note: strings.Join(notes, "; "),
 	}
 	if len(parts) == 2 {
-		b := summarize(seconds(times[1]), s.Items())
+		b := results[1]
 		row.Baseline = &b
-		row.Ratio = ratio(row.Target.Mean, b.Mean)
-		row.Speedup = ratio(b.Mean, row.Target.Mean)
+		if b.Skipped == "" {
+			row.Ratio = ratio(row.Target.Mean, b.Mean)
+			row.Speedup = ratio(b.Mean, row.Target.Mean)
+		}
 	}
 	return row, nil
 }
@@ -300,13 +410,15 @@ func ratio(a, b float64) *float64 {
 
 func (c *client) report() TargetReport {
 	r := TargetReport{
-		URL:       c.embed.BaseURL(),
-		RerankURL: c.rerank.BaseURL(),
-		Face:      c.face,
-		Model:     c.model,
-	}
-	if c.face == FaceTEI {
-		r.DocumentsBatch = c.batch
+		URL:         c.embed.BaseURL(),
+		RerankURL:   c.rerank.BaseURL(),
+		Face:        c.face,
+		Model:       c.model,
+		Simulator:   c.simulator,
+		Sidecar:     c.sidecar,
+		FoundVia:    c.foundVia,
+		Batch:       c.batch,
+		RerankBatch: c.rerankBatch,
 	}
 	if c.info != nil {
 		r.ModelID, r.TEIVersion = c.info.ModelID, c.info.Version

@@ -64,10 +64,12 @@ func quick(o Options) Options {
 }
 
 // rowLine is one row of the plugin's summary: name padded to 40, a space,
-// the mean in %10.3f, "s", two spaces, the throughput.
-var rowLine = regexp.MustCompile(`(?m)^(.{40}) ( {0,9}\d+\.\d{3})s  (\d+\.\d{2}) (queries|docs|passages)/s$`)
+// the mean in %10.3f, "s", two spaces, the throughput; then ours, the
+// cache column.
+var rowLine = regexp.MustCompile(`(?m)^(.{40}) ( {0,9}\d+\.\d{3})s  (\d+\.\d{2}) (queries|docs|passages)/s +(hit|miss|partial|-)$`)
 
-// summaryRows returns the row names of the first summary block of text.
+// summaryRows returns the row names of the first summary block of text,
+// each followed by its cache column: "name|hit".
 func summaryRows(t *testing.T, text string) []string {
 	t.Helper()
 	start := strings.Index(text, "BENCHMARK SUMMARY")
@@ -83,11 +85,12 @@ func summaryRows(t *testing.T, text string) []string {
 	}
 	var names []string
 	for _, m := range rowLine.FindAllStringSubmatch(block, -1) {
-		names = append(names, strings.TrimRight(m[1], " "))
+		names = append(names, strings.TrimRight(m[1], " ")+"|"+m[5])
 	}
 	return names
 }
 
+// wantRows are the rows against a server without a cache.
 var wantRows = []string{
 	"Single query embedding (short)",
 	"Single query embedding (long)",
@@ -101,44 +104,122 @@ var wantRows = []string{
 	"Query embedding, cache hit",
 }
 
+// sidecarRows are the rows through the sidecar: each of the plugin's rows
+// is a cache hit, followed by its uncached variant.
+var sidecarRows = []string{
+	"Single query embedding (short)|hit",
+	"Single query embedding (short), uncached|miss",
+	"Single query embedding (long)|hit",
+	"Single query embedding (long), uncached|miss",
+	"10 queries embedding|hit",
+	"10 queries embedding, uncached|miss",
+	"3 documents embedding|hit",
+	"3 documents embedding, uncached|miss",
+	"20 documents embedding|hit",
+	"20 documents embedding, uncached|miss",
+	"50 documents embedding|hit",
+	"50 documents embedding, uncached|miss",
+	"Rerank 5 passages|hit",
+	"Rerank 5 passages, uncached|miss",
+	"Rerank 20 passages|hit",
+	"Rerank 20 passages, uncached|miss",
+	"Query embedding, cache miss|miss",
+	"Query embedding, cache hit|hit",
+}
+
+// names are the rows' names.
+func names(rows []Row) []string {
+	var out []string
+	for _, r := range rows {
+		out = append(out, r.Name)
+	}
+	return out
+}
+
+// uncut strips the cache marks of sidecarRows.
+func uncut(rows []string) []string {
+	out := make([]string, len(rows))
+	for i, r := range rows {
+		out[i], _, _ = strings.Cut(r, "|")
+	}
+	return out
+}
+
+// TestBenchSidecarRows checks the rows through the sidecar. A regression
+// test: every plugin row there repeats its texts and is a cache hit, which
+// was printed like any other row and read as the sidecar being 50× faster
+// than TEI; now each is marked hit and followed by an uncached variant.
 func TestBenchSidecarRows(t *testing.T) {
 	embedURL, rerankURL := simulators(t)
 	url := sidecar(t, embedURL, rerankURL)
 
-	rep, err := Run(t.Context(), quick(Options{Target: Target{URL: url, Face: FaceTEI}}))
+	o := quick(Options{Target: Target{URL: url, Face: FaceTEI}})
+	var done, total int
+	o.Progress = func(d, n int, _ string) { done, total = d, n }
+	rep, err := Run(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A regression test: the total counted a variant for the cache hit
+	// row, which has none, so the bar never reached its end.
+	if done != total {
+		t.Errorf("progress ended at %d of %d", done, total)
 	}
 	var buf bytes.Buffer
 	if err := WriteText(&buf, rep); err != nil {
 		t.Fatal(err)
 	}
 	text := buf.String()
-	if got := summaryRows(t, text); !slices.Equal(got, wantRows) {
-		t.Errorf("summary rows = %q, want %q\n%s", got, wantRows, text)
+	if got := summaryRows(t, text); !slices.Equal(got, sidecarRows) {
+		t.Errorf("summary rows = %q, want %q\n%s", got, sidecarRows, text)
 	}
 	for _, want := range []string{
-		"Test                                     Avg Time     Throughput\n",
-		"Target: " + url + " (face tei, model BAAI/bge-m3, TEI 1.9.3)",
+		"Test                                     Avg Time     Throughput           Cache\n",
+		// The simulator is never called TEI.
+		"Target: " + url + " (the sidecar, in front of TEI simulator (tests/teisim), not TEI; face tei; model BAAI/bge-m3)",
 		"Concurrency sweep",
+		`each such row of the plugin's has an uncached variant (", uncached")`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
 	}
-	// TEI's default client batch is 32, so the tei face sends 50
-	// documents in two calls, and the plugin's 10 queries in ten.
+	if strings.Contains(text, "TEI 1.9.3") {
+		t.Errorf("output calls the simulator TEI:\n%s", text)
+	}
+	// The sidecar splits batches itself, so documents go in one call;
+	// the plugin's 10 queries take ten.
 	calls := map[string]int{}
 	for _, r := range rep.Rows {
-		calls[r.Name] = r.Calls
+		calls[r.Name] = r.Target.Calls
+		if r.Target.SplitAt != 0 || r.Note != "" {
+			t.Errorf("row %q: split at %d, note %q; the sidecar needs no split", r.Name, r.Target.SplitAt, r.Note)
+		}
+		if r.Target.CacheFrom != CacheFromTexts {
+			t.Errorf("row %q: cache known from %q, want %q (no X-Cache header yet)", r.Name, r.Target.CacheFrom, CacheFromTexts)
+		}
+		if r.Uncached != (r.VariantOf != "" || r.Name == "Query embedding, cache miss") {
+			t.Errorf("row %q: uncached %v, variant of %q", r.Name, r.Uncached, r.VariantOf)
+		}
 	}
-	if calls["50 documents embedding"] != 2 || calls["10 queries embedding"] != 10 || calls["20 documents embedding"] != 1 {
+	if calls["50 documents embedding"] != 1 || calls["10 queries embedding"] != 10 || calls["20 documents embedding"] != 1 {
 		t.Errorf("calls per iteration = %v", calls)
 	}
 	// A miss waits for the simulator's 1ms batch; a hit never reaches it.
-	miss, hit := rep.Rows[8].Target, rep.Rows[9].Target
-	if rep.Rows[8].Cache != CacheMiss || rep.Rows[9].Cache != CacheHit || miss.Median < 0.001 || hit.Median >= miss.Median {
-		t.Errorf("cache rows: miss median %.2fms, hit median %.2fms; want the miss at least 1ms and slower", miss.Median*1000, hit.Median*1000)
+	byName := map[string]Row{}
+	for _, r := range rep.Rows {
+		byName[r.Name] = r
+	}
+	for _, pair := range [][2]string{
+		{"Query embedding, cache miss", "Query embedding, cache hit"},
+		{"Single query embedding (short), uncached", "Single query embedding (short)"},
+		{"Rerank 20 passages, uncached", "Rerank 20 passages"},
+	} {
+		miss, hit := byName[pair[0]].Target, byName[pair[1]].Target
+		if miss.Cache != CacheMiss || hit.Cache != CacheHit || miss.Median < 0.001 || hit.Median >= miss.Median {
+			t.Errorf("%s (%s, median %.2fms) against %s (%s, median %.2fms): want the miss at least 1ms and slower",
+				pair[0], miss.Cache, miss.Median*1000, pair[1], hit.Cache, hit.Median*1000)
+		}
 	}
 	if len(rep.Sweep) != 2 || rep.Sweep[1].Clients != 4 || rep.Sweep[1].Target.Requests == 0 {
 		t.Errorf("sweep = %+v", rep.Sweep)
@@ -155,15 +236,30 @@ func TestBenchTEIDirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Rows) != len(wantRows) || rep.Target.RerankModelID != "BAAI/bge-reranker-v2-m3" || rep.Target.DocumentsBatch != 32 {
-		t.Errorf("report = %+v", rep.Target)
+	if got := names(rep.Rows); !slices.Equal(got, wantRows) || rep.Target.RerankModelID != "BAAI/bge-reranker-v2-m3" || rep.Target.Batch != 32 || rep.Target.RerankBatch != 32 || rep.Target.Sidecar {
+		t.Errorf("rows %q, report %+v", got, rep.Target)
+	}
+	for _, r := range rep.Rows {
+		if r.Target.Cache != CacheNone || r.Target.CacheFrom != "" {
+			t.Errorf("row %q: cache %q from %q, want none: TEI has no cache", r.Name, r.Target.Cache, r.Target.CacheFrom)
+		}
 	}
 	var buf bytes.Buffer
 	if err := WriteText(&buf, rep); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(buf.String(), "Rerank: "+rerankURL+" (face tei, model BAAI/bge-reranker-v2-m3)") {
-		t.Errorf("output lacks the rerank target:\n%s", buf.String())
+	text := buf.String()
+	for _, want := range []string{
+		"Target: " + embedURL + " (TEI simulator (tests/teisim), not TEI; face tei; model BAAI/bge-m3; calls of more than 32 texts split)",
+		"Rerank: " + rerankURL + " (face tei; model BAAI/bge-reranker-v2-m3; calls of more than 32 texts split)",
+		"50 documents embedding: target split each call into 2 concurrent calls of at most 32 docs (its max_client_batch_size)",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	if got := summaryRows(t, text); got[0] != "Single query embedding (short)|-" {
+		t.Errorf("first row %q, want no cache (-)", got[0])
 	}
 }
 
@@ -180,9 +276,15 @@ func TestBenchBaselineRatios(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := names(rep.Rows); !slices.Equal(got, uncut(sidecarRows)) {
+		t.Errorf("rows = %q", got)
+	}
 	for _, r := range rep.Rows {
 		if r.Baseline == nil || r.Ratio == nil || r.Speedup == nil {
 			t.Fatalf("row %q has no baseline comparison", r.Name)
+		}
+		if r.Baseline.Cache != CacheNone {
+			t.Errorf("row %q: baseline cache %q, want none", r.Name, r.Baseline.Cache)
 		}
 		if len(r.Baseline.Times) != r.Iterations || len(r.Target.Times) != r.Iterations {
 			t.Errorf("row %q: %d target and %d baseline times, want %d each", r.Name, len(r.Target.Times), len(r.Baseline.Times), r.Iterations)
@@ -200,13 +302,18 @@ func TestBenchBaselineRatios(t *testing.T) {
 	}
 	text := buf.String()
 	cmp := text[strings.Index(text, "Compared with the baseline"):]
-	line := regexp.MustCompile(`(?m)^(.{40}) +\d+\.\d{2} +\d+\.\d{2} +\d+\.\d{2} +\d+\.\d{2}x$`)
-	var names []string
+	line := regexp.MustCompile(`(?m)^(.{40}) +\d+\.\d{2} +\d+\.\d{2} +\d+\.\d{2} +\d+\.\d{2}x  (\S+)$`)
+	var got []string
 	for _, m := range line.FindAllStringSubmatch(cmp, -1) {
-		names = append(names, strings.TrimRight(m[1], " "))
+		got = append(got, strings.TrimRight(m[1], " ")+"|"+m[2])
 	}
-	if want := append(slices.Clone(wantRows), "Sweep, 2 clients (speedup: throughput)"); !slices.Equal(names, want) {
-		t.Errorf("comparison rows = %q, want %q\n%s", names, want, text)
+	var want []string
+	for _, r := range sidecarRows {
+		want = append(want, r+"/-")
+	}
+	want = append(want, "Sweep, 2 clients (speedup: throughput)|uncached")
+	if !slices.Equal(got, want) {
+		t.Errorf("comparison rows = %q, want %q\n%s", got, want, text)
 	}
 	if !strings.Contains(text, "BASELINE SUMMARY") {
 		t.Errorf("output lacks the baseline summary:\n%s", text)
@@ -233,27 +340,31 @@ func TestBenchJSONSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	statsKeys := []string{"times_s", "mean_s", "median_s", "stddev_s", "min_s", "max_s", "p50_s", "p95_s", "p99_s", "throughput"}
-	// rerank_model_id is absent: rerank calls go to the target's URL.
-	targetKeys := []string{"url", "rerank_url", "face", "model_id", "tei_version", "documents_batch"}
+	// split_at and skipped are absent: the sidecar splits itself and
+	// reranks.
+	resultKeys := append(slices.Clone(statsKeys), "calls", "cache", "cache_from")
+	// rerank_model_id is absent: rerank calls go to the target's URL;
+	// found_via and rerank_skipped too.
+	targetKeys := []string{"url", "rerank_url", "face", "model_id", "tei_version", "simulator", "sidecar", "batch", "rerank_batch"}
 	loadKeys := []string{"requests", "duration_s", "throughput", "mean_s", "p50_s", "p95_s", "p99_s"}
-	keys(t, "report", doc, "schema_version", "started_at", "target", "baseline", "scale", "rows", "sweep")
-	if doc["schema_version"] != float64(SchemaVersion) {
+	keys(t, "report", doc, "schema_version", "started_at", "target", "baseline", "scale", "notes", "rows", "sweep")
+	if doc["schema_version"] != float64(2) || SchemaVersion != 2 {
 		t.Errorf("schema_version = %v", doc["schema_version"])
 	}
 	keys(t, "target", doc["target"], targetKeys...)
 	keys(t, "baseline", doc["baseline"], targetKeys...)
 	rows := doc["rows"].([]any)
-	if len(rows) != len(wantRows) {
+	if len(rows) != len(sidecarRows) {
 		t.Fatalf("%d rows", len(rows))
 	}
-	for i, r := range rows {
-		rowKeys := []string{"name", "kind", "extra", "items", "unit", "calls", "warmup", "iterations", "target", "baseline", "ratio", "speedup"}
-		if i >= 8 {
-			rowKeys = append(rowKeys, "cache")
+	for _, r := range rows {
+		rowKeys := []string{"name", "kind", "extra", "uncached", "items", "unit", "warmup", "iterations", "target", "baseline", "ratio", "speedup"}
+		if strings.HasSuffix(r.(map[string]any)["name"].(string), ", uncached") {
+			rowKeys = append(rowKeys, "variant_of")
 		}
 		keys(t, "row", r, rowKeys...)
-		keys(t, "row target", r.(map[string]any)["target"], statsKeys...)
-		keys(t, "row baseline", r.(map[string]any)["baseline"], statsKeys...)
+		keys(t, "row target", r.(map[string]any)["target"], resultKeys...)
+		keys(t, "row baseline", r.(map[string]any)["baseline"], resultKeys...)
 	}
 	sweep := doc["sweep"].([]any)
 	if len(sweep) != 1 {
@@ -262,12 +373,13 @@ func TestBenchJSONSchema(t *testing.T) {
 	keys(t, "sweep level", sweep[0], "clients", "target", "baseline", "ratio", "speedup")
 	keys(t, "sweep target", sweep[0].(map[string]any)["target"], loadKeys...)
 
-	// The section documents every key by name.
+	// The section documents every key by name, those absent here too.
 	doc2, err := readSection()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range slices.Concat(statsKeys, targetKeys, loadKeys, []string{"rerank_model_id", "schema_version", "started_at", "scale", "rows", "sweep", "kind", "extra", "cache", "items", "unit", "calls", "warmup", "iterations", "ratio", "speedup", "clients", "model"}) {
+	absent := []string{"rerank_model_id", "found_via", "rerank_skipped", "model", "split_at", "skipped", "note", "variant_of"}
+	for _, k := range slices.Concat(resultKeys, targetKeys, loadKeys, absent, []string{"schema_version", "started_at", "scale", "notes", "rows", "sweep", "kind", "extra", "uncached", "items", "unit", "warmup", "iterations", "ratio", "speedup", "clients"}) {
 		if !strings.Contains(doc2, "`"+k+"`") {
 			t.Errorf("README.md does not document %q", k)
 		}
@@ -322,12 +434,8 @@ func TestBenchSidecarFaces(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var names []string
-			for _, r := range rep.Rows {
-				names = append(names, r.Name)
-			}
-			if !slices.Equal(names, wantRows) {
-				t.Errorf("rows = %q", names)
+			if got := names(rep.Rows); !slices.Equal(got, uncut(sidecarRows)) {
+				t.Errorf("rows = %q", got)
 			}
 			if face == FaceOpenAI && rep.Target.Model != "BAAI/bge-m3" {
 				t.Errorf("model = %q, want /info's model_id", rep.Target.Model)

@@ -89,7 +89,7 @@ type Load struct {
 // sweepLevel drives c with clients concurrent query embeds.
 func sweepLevel(ctx context.Context, c *client, clients int, duration time.Duration, maxRequests int) (Load, error) {
 	l, err := drive(ctx, clients, duration, maxRequests, func(ctx context.Context) error {
-		return c.query(ctx, unique(ShortQuery))
+		return c.query(ctx, unique(ShortQuery), nil)
 	})
 	if err != nil {
 		return Load{}, err

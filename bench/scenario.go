@@ -56,19 +56,6 @@ const (
 	KindRerank Kind = "rerank"
 )
 
-// Cache says what a row expects of the sidecar's query cache.
-type Cache string
-
-// Cache expectations of the extra rows; the plugin's own rows leave it
-// unsaid ("").
-const (
-	// CacheHit repeats the text after warm-up, so a cache answers it.
-	CacheHit Cache = "hit"
-	// CacheMiss appends " #<nonce>" to the text on every call, so no
-	// cache can answer it.
-	CacheMiss Cache = "miss"
-)
-
 // Scenario is one row of the benchmark.
 type Scenario struct {
 	Name string
@@ -81,10 +68,14 @@ type Scenario struct {
 	Warmup     int
 	Iterations int
 	// Unit names the items for throughput: queries, docs or passages.
-	Unit  string
-	Cache Cache
+	Unit string
+	// Unique appends " #<nonce>" to every text of every call, so no cache
+	// can answer it; otherwise the texts repeat after the warm-up.
+	Unique bool
 	// Extra marks rows that are not among the plugin's eight.
 	Extra bool
+	// VariantOf names the row whose texts an uncached variant makes unique.
+	VariantOf string
 }
 
 // Items is how many items one iteration handles: throughput is Items/mean.
@@ -96,7 +87,8 @@ func (s Scenario) Items() int {
 }
 
 // Scenarios returns the plugin's eight rows, in its order, with its
-// warm-ups and iterations, then the cache miss and hit rows.
+// warm-ups and iterations, then the cache miss and hit rows. Run adds
+// uncached variants of the rows a cache answered.
 func Scenarios() []Scenario {
 	return []Scenario{
 		{Name: "Single query embedding (short)", Kind: KindQuery, Query: ShortQuery, Warmup: 2, Iterations: 10, Unit: "queries"},
@@ -108,8 +100,8 @@ func Scenarios() []Scenario {
 		// The plugin slices short_docs[:5], which holds three passages.
 		{Name: "Rerank 5 passages", Kind: KindRerank, Query: ShortQuery, Texts: shortDocs, Warmup: 2, Iterations: 10, Unit: "passages"},
 		{Name: "Rerank 20 passages", Kind: KindRerank, Query: LongQuery, Texts: mediumDocs, Warmup: 2, Iterations: 5, Unit: "passages"},
-		{Name: "Query embedding, cache miss", Kind: KindQuery, Query: ShortQuery, Warmup: 2, Iterations: 20, Unit: "queries", Cache: CacheMiss, Extra: true},
-		{Name: "Query embedding, cache hit", Kind: KindQuery, Query: ShortQuery, Warmup: 2, Iterations: 20, Unit: "queries", Cache: CacheHit, Extra: true},
+		{Name: "Query embedding, cache miss", Kind: KindQuery, Query: ShortQuery, Warmup: 2, Iterations: 20, Unit: "queries", Unique: true, Extra: true},
+		{Name: "Query embedding, cache hit", Kind: KindQuery, Query: ShortQuery, Warmup: 2, Iterations: 20, Unit: "queries", Extra: true},
 	}
 }
 
@@ -122,5 +114,15 @@ func (s Scenario) scaled(f float64) Scenario {
 	}
 	s.Warmup = int(math.Ceil(float64(s.Warmup) * f))
 	s.Iterations = max(1, int(math.Ceil(float64(s.Iterations)*f)))
+	return s
+}
+
+// uncached is s with every text made unique per call: what the row costs
+// when no cache has seen its texts.
+func (s Scenario) uncached() Scenario {
+	s.VariantOf = s.Name
+	s.Name += ", uncached"
+	s.Unique = true
+	s.Extra = true
 	return s
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/tei-sidecar/tei-sidecar/tei"
 )
 
@@ -32,7 +34,8 @@ var Faces = []Face{FaceTEI, FaceOpenAI, FacePlugin}
 
 // Target is one server to benchmark.
 type Target struct {
-	// URL is the base URL embed calls go to, e.g. http://127.0.0.1:8080.
+	// URL is the base URL embed calls go to, e.g. http://127.0.0.1:8080;
+	// host:port and a bare host mean http://.
 	URL string
 	// RerankURL is the base URL rerank calls go to; "" means URL. Against
 	// TEI itself, the reranker is a second TEI.
@@ -43,17 +46,28 @@ type Target struct {
 	Token string
 	// Model is the openai face's "model"; "" takes model_id from GET /info.
 	Model string
-	// Batch caps the texts of one documents call on the tei face, which
-	// TEI refuses above its max_client_batch_size; 0 takes that limit from
-	// GET /info (no cap when /info gives none). The other faces send all
-	// documents in one call, as the plugin does.
+	// Batch caps the texts of one embed or rerank call; a row with more is
+	// split into concurrent calls, as the sidecar splits them. 0 takes
+	// TEI's max_client_batch_size from GET /info, above which TEI answers
+	// 422, and leaves calls to the sidecar whole: it splits them itself.
 	Batch int
+	// FoundVia is the sidecar whose GET /status named this TEI; a 401 from
+	// it then explains how to share TEI's API key.
+	FoundVia string
 }
 
 // Validate checks what can be checked without calling the target.
 func (t Target) Validate() error {
 	if t.URL == "" {
 		return errors.New("a target URL is required")
+	}
+	for _, u := range []string{t.URL, t.RerankURL} {
+		if u == "" {
+			continue
+		}
+		if _, err := NormalizeURL(u); err != nil {
+			return err
+		}
 	}
 	switch t.Face {
 	case "", FaceTEI, FaceOpenAI, FacePlugin:
@@ -88,19 +102,34 @@ func (e *StatusError) Error() string {
 // client sends one target's requests and checks each answer's status and
 // shape. It is safe for concurrent use.
 type client struct {
-	face    Face
-	embed   *tei.Client
-	rerank  *tei.Client
-	model   string
-	batch   int       // tei face: most texts per documents call; 0: no cap
-	info    *tei.Info // the embed URL's /info; nil when it gave none
-	infoErr error     // why info is nil
-	rinfo   *tei.Info // the rerank URL's /info when it differs
-	timeout time.Duration
+	face   Face
+	embed  *tei.Client
+	rerank *tei.Client
+	model  string
+	// batch and rerankBatch are the most texts of one embed call and the
+	// most passages of one rerank call; 0: no cap.
+	batch, rerankBatch int
+	// batchFrom says where the caps came from, for the rows' notes.
+	batchFrom string
+	info      *tei.Info // the embed URL's /info; nil when it gave none
+	infoErr   error     // why info is nil
+	rinfo     *tei.Info // the rerank URL's /info when it differs
+	// sidecar is true when GET /status answered as the sidecar's does (or
+	// the face is the plugin's, which only the sidecar serves): its
+	// answers may come from a cache, and it splits batches itself.
+	sidecar bool
+	// simulator names the TEI simulator behind the target; "" for TEI.
+	simulator string
+	// noRerank says why rerank rows cannot run here; "" when they can.
+	noRerank string
+	foundVia string // see Target.FoundVia
+	keySent  bool
+	timeout  time.Duration
 }
 
 // newClient reads the target's /info (best effort: the plugin face needs
-// none) and settles the model and documents batch.
+// none) and /status, and settles the model, the batch caps and whether
+// rerank rows can run.
 func newClient(ctx context.Context, t Target, hc *http.Client, timeout time.Duration) (*client, error) {
 	if err := t.Validate(); err != nil {
 		return nil, err
@@ -109,38 +138,127 @@ func newClient(ctx context.Context, t Target, hc *http.Client, timeout time.Dura
 	if t.Token != "" {
 		opts = append(opts, tei.WithAPIKey(t.Token))
 	}
-	c := &client{face: t.Face, model: t.Model, batch: t.Batch, timeout: timeout}
+	c := &client{face: t.Face, model: t.Model, timeout: timeout, foundVia: t.FoundVia, keySent: t.Token != ""}
 	if c.face == "" {
 		c.face = FaceTEI
 	}
+	embedURL, _ := NormalizeURL(t.URL)
 	var err error
-	if c.embed, err = tei.NewClient(t.URL, opts...); err != nil {
+	if c.embed, err = tei.NewClient(embedURL, opts...); err != nil {
 		return nil, err
 	}
 	c.rerank = c.embed
-	if t.RerankURL != "" && strings.TrimRight(t.RerankURL, "/") != c.embed.BaseURL() {
-		if c.rerank, err = tei.NewClient(t.RerankURL, opts...); err != nil {
-			return nil, err
+	if t.RerankURL != "" {
+		rerankURL, _ := NormalizeURL(t.RerankURL)
+		if rerankURL != c.embed.BaseURL() {
+			if c.rerank, err = tei.NewClient(rerankURL, opts...); err != nil {
+				return nil, err
+			}
 		}
 	}
 	ictx, cancel := c.callContext(ctx)
 	defer cancel()
 	c.info, c.infoErr = c.embed.Info(ictx)
-	if c.rerank != c.embed {
-		if ri, err := c.rerank.Info(ictx); err == nil {
-			c.rinfo = ri
-		}
+	if unauthorized(c.infoErr) {
+		// Every call would meet the same 401.
+		return nil, c.explain(fmt.Errorf("GET %s/info: %w", c.embed.BaseURL(), c.infoErr))
 	}
+	if c.rerank != c.embed {
+		ri, err := c.rerank.Info(ictx)
+		if unauthorized(err) {
+			return nil, c.explain(fmt.Errorf("GET %s/info: %w", c.rerank.BaseURL(), err))
+		}
+		c.rinfo = ri
+	}
+	c.sidecar = c.face == FacePlugin || isSidecar(ictx, c.embed)
+	c.simulator = simulatorOf(c.info)
 	if c.face == FaceOpenAI && c.model == "" {
 		if c.info == nil {
 			return nil, fmt.Errorf("GET %s/info for the openai face's model: %w (set the model explicitly)", c.embed.BaseURL(), c.infoErr)
 		}
 		c.model = c.info.ModelID
 	}
-	if c.face == FaceTEI && c.batch == 0 && c.info != nil {
-		c.batch = c.info.MaxClientBatchSize
+	switch {
+	case t.Batch > 0:
+		c.batch, c.rerankBatch, c.batchFrom = t.Batch, t.Batch, "--batch"
+	case c.sidecar:
+		// The sidecar splits what TEI would refuse.
+	default:
+		c.batchFrom = "its max_client_batch_size"
+		if c.info != nil {
+			c.batch = c.info.MaxClientBatchSize
+		}
+		switch {
+		case c.rinfo != nil:
+			c.rerankBatch = c.rinfo.MaxClientBatchSize
+		case c.rerank == c.embed:
+			c.rerankBatch = c.batch
+		}
+	}
+	// TEI serving an embedding model answers /rerank with an error; the
+	// sidecar's /info describes its embedding model whatever its reranker.
+	if !c.sidecar && c.rerank == c.embed && c.info != nil {
+		if k := c.info.ModelType.Kind(); k != "" && k != tei.KindReranker {
+			c.noRerank = fmt.Sprintf("%s serves %s, a%s %s model (GET /info's model_type), not a reranker, and no separate rerank URL was given",
+				c.embed.BaseURL(), c.info.ModelID, article(k), k)
+		}
 	}
 	return c, nil
+}
+
+func article(word string) string {
+	if strings.ContainsRune("aeiou", rune(word[0])) {
+		return "n"
+	}
+	return ""
+}
+
+// isSidecar asks GET /status, which TEI lacks; the sidecar's answer is an
+// object with its pools (or, before pools, its caches).
+func isSidecar(ctx context.Context, c *tei.Client) bool {
+	resp, err := c.Do(ctx, http.MethodGet, "/status", nil)
+	if err != nil {
+		return false
+	}
+	var doc map[string]json.RawMessage
+	if json.Unmarshal(resp.Body, &doc) != nil {
+		return false
+	}
+	_, pools := doc["pools"]
+	_, caches := doc["caches"]
+	return pools || caches
+}
+
+// SimulatorField is the top-level /info field by which tests/teisim says
+// it is not TEI; TEI never sends it.
+const SimulatorField = "simulator"
+
+// simulatorOf names the simulator behind info, or "" for TEI. Simulators
+// older than the field say so in docker_label only.
+func simulatorOf(info *tei.Info) string {
+	if info == nil {
+		return ""
+	}
+	var doc struct {
+		Simulator   string  `json:"simulator"`
+		DockerLabel *string `json:"docker_label"`
+	}
+	if json.Unmarshal(info.Raw, &doc) != nil {
+		return ""
+	}
+	if doc.Simulator != "" {
+		return doc.Simulator
+	}
+	if doc.DockerLabel != nil && *doc.DockerLabel == "teisim" {
+		return "teisim"
+	}
+	return ""
+}
+
+// explain adds the API key advice to a 401 from a TEI found through the
+// sidecar.
+func (c *client) explain(err error) error {
+	return explainAuth(err, c.foundVia, c.keySent)
 }
 
 func (c *client) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -150,39 +268,58 @@ func (c *client) callContext(ctx context.Context) (context.Context, context.Canc
 	return context.WithCancel(ctx)
 }
 
-// calls is how many requests one iteration of s sends.
-func (c *client) calls(s Scenario) int {
-	switch s.Kind {
-	case KindQueries:
-		return len(s.Texts)
-	case KindDocuments:
-		if c.face == FaceTEI && c.batch > 0 {
-			return (len(s.Texts) + c.batch - 1) / c.batch
-		}
+// chunks is how many calls n texts take under limit (0: no limit).
+func chunks(n, limit int) int {
+	if limit <= 0 || n <= limit {
+		return 1
 	}
-	return 1
+	return (n + limit - 1) / limit
 }
 
-// iteration runs one iteration of s.
-func (c *client) iteration(ctx context.Context, s Scenario) error {
+// calls is how many requests one iteration of s sends, and the cap the
+// texts of each call were split at (0 when not split).
+func (c *client) calls(s Scenario) (calls, splitAt int) {
+	switch s.Kind {
+	case KindQueries:
+		return len(s.Texts), 0
+	case KindDocuments:
+		if n := chunks(len(s.Texts), c.batch); n > 1 {
+			return n, c.batch
+		}
+	case KindRerank:
+		if n := chunks(len(s.Texts), c.rerankBatch); n > 1 {
+			return n, c.rerankBatch
+		}
+	}
+	return 1, 0
+}
+
+// iteration runs one iteration of s, counting the answers' X-Cache
+// headers in tl (which may be nil).
+func (c *client) iteration(ctx context.Context, s Scenario, tl *tally) error {
+	texts := s.Texts
+	q := s.Query
+	if s.Unique {
+		q = unique(q)
+		texts = make([]string, len(s.Texts))
+		for i, t := range s.Texts {
+			texts[i] = unique(t)
+		}
+	}
 	switch s.Kind {
 	case KindQuery:
-		q := s.Query
-		if s.Cache == CacheMiss {
-			q = unique(q)
-		}
-		return c.query(ctx, q)
+		return c.query(ctx, q, tl)
 	case KindQueries:
-		for _, q := range s.Texts {
-			if err := c.query(ctx, q); err != nil {
+		for _, q := range texts {
+			if err := c.query(ctx, q, tl); err != nil {
 				return err
 			}
 		}
 		return nil
 	case KindDocuments:
-		return c.documents(ctx, s.Texts)
+		return c.documents(ctx, texts, tl)
 	case KindRerank:
-		return c.rerankPassages(ctx, s.Query, s.Texts)
+		return c.rerankPassages(ctx, q, texts, tl)
 	}
 	return fmt.Errorf("unknown scenario kind %q", s.Kind)
 }
@@ -192,52 +329,61 @@ func unique(text string) string {
 	return fmt.Sprintf("%s #%08x", text, rand.Uint32())
 }
 
+// split calls each on the slices of n items of at most limit (0: one
+// call), concurrently, as the sidecar sends the chunks of a batch TEI
+// would refuse. The first error cancels the other calls.
+func split(ctx context.Context, n, limit int, each func(ctx context.Context, lo, hi int) error) error {
+	if chunks(n, limit) == 1 {
+		return each(ctx, 0, n)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for lo := 0; lo < n; lo += limit {
+		hi := min(lo+limit, n)
+		g.Go(func() error { return each(gctx, lo, hi) })
+	}
+	return g.Wait()
+}
+
 // query embeds one query text.
-func (c *client) query(ctx context.Context, text string) error {
+func (c *client) query(ctx context.Context, text string, tl *tally) error {
 	switch c.face {
 	case FaceOpenAI:
-		return c.openAIEmbed(ctx, []string{text})
+		return c.openAIEmbed(ctx, []string{text}, tl)
 	case FacePlugin:
 		var out struct {
 			Embedding json.RawMessage `json:"embedding"`
 		}
-		if err := c.post(ctx, c.embed, "/plugin/embed_query", map[string]any{"text": text}, &out); err != nil {
+		if err := c.post(ctx, c.embed, "/plugin/embed_query", map[string]any{"text": text}, &out, tl); err != nil {
 			return err
 		}
 		return checkVectors("/plugin/embed_query", []json.RawMessage{out.Embedding}, 1)
 	}
-	return c.teiEmbed(ctx, []string{text})
+	return c.teiEmbed(ctx, []string{text}, tl)
 }
 
-// documents embeds texts, in slices of the batch on the tei face.
-func (c *client) documents(ctx context.Context, texts []string) error {
-	switch c.face {
-	case FaceOpenAI:
-		return c.openAIEmbed(ctx, texts)
-	case FacePlugin:
-		var out struct {
-			Embeddings []json.RawMessage `json:"embeddings"`
+// documents embeds texts, in concurrent slices of the batch cap.
+func (c *client) documents(ctx context.Context, texts []string, tl *tally) error {
+	return split(ctx, len(texts), c.batch, func(ctx context.Context, lo, hi int) error {
+		part := texts[lo:hi]
+		switch c.face {
+		case FaceOpenAI:
+			return c.openAIEmbed(ctx, part, tl)
+		case FacePlugin:
+			var out struct {
+				Embeddings []json.RawMessage `json:"embeddings"`
+			}
+			if err := c.post(ctx, c.embed, "/plugin/embed_documents", map[string]any{"texts": part}, &out, tl); err != nil {
+				return err
+			}
+			return checkVectors("/plugin/embed_documents", out.Embeddings, len(part))
 		}
-		if err := c.post(ctx, c.embed, "/plugin/embed_documents", map[string]any{"texts": texts}, &out); err != nil {
-			return err
-		}
-		return checkVectors("/plugin/embed_documents", out.Embeddings, len(texts))
-	}
-	size := len(texts)
-	if c.batch > 0 {
-		size = c.batch
-	}
-	for start := 0; start < len(texts); start += size {
-		if err := c.teiEmbed(ctx, texts[start:min(start+size, len(texts))]); err != nil {
-			return err
-		}
-	}
-	return nil
+		return c.teiEmbed(ctx, part, tl)
+	})
 }
 
 // teiEmbed is POST /embed {"inputs": texts} → [[f32...], ...].
-func (c *client) teiEmbed(ctx context.Context, texts []string) error {
-	body, err := c.postRaw(ctx, c.embed, "/embed", map[string]any{"inputs": texts})
+func (c *client) teiEmbed(ctx context.Context, texts []string, tl *tally) error {
+	body, err := c.postRaw(ctx, c.embed, "/embed", map[string]any{"inputs": texts}, tl)
 	if err != nil {
 		return err
 	}
@@ -254,14 +400,14 @@ func (c *client) teiEmbed(ctx context.Context, texts []string) error {
 
 // openAIEmbed is POST /v1/embeddings {"input": texts, "model": m} →
 // {"data": [{"embedding": [...], "index": i}, ...]}.
-func (c *client) openAIEmbed(ctx context.Context, texts []string) error {
+func (c *client) openAIEmbed(ctx context.Context, texts []string, tl *tally) error {
 	var out struct {
 		Data []struct {
 			Embedding json.RawMessage `json:"embedding"`
 			Index     int             `json:"index"`
 		} `json:"data"`
 	}
-	if err := c.post(ctx, c.embed, "/v1/embeddings", map[string]any{"input": texts, "model": c.model}, &out); err != nil {
+	if err := c.post(ctx, c.embed, "/v1/embeddings", map[string]any{"input": texts, "model": c.model}, &out, tl); err != nil {
 		return err
 	}
 	vecs := make([]json.RawMessage, len(out.Data))
@@ -274,8 +420,16 @@ func (c *client) openAIEmbed(ctx context.Context, texts []string) error {
 	return checkVectors("/v1/embeddings", vecs, len(texts))
 }
 
-// rerankPassages scores passages against query in the face's shape.
-func (c *client) rerankPassages(ctx context.Context, query string, passages []string) error {
+// rerankPassages scores passages against query in the face's shape, in
+// concurrent slices of the rerank cap.
+func (c *client) rerankPassages(ctx context.Context, query string, passages []string, tl *tally) error {
+	return split(ctx, len(passages), c.rerankBatch, func(ctx context.Context, lo, hi int) error {
+		return c.rerankCall(ctx, query, passages[lo:hi], tl)
+	})
+}
+
+// rerankCall is one rerank request.
+func (c *client) rerankCall(ctx context.Context, query string, passages []string, tl *tally) error {
 	n := len(passages)
 	switch c.face {
 	case FaceOpenAI:
@@ -285,7 +439,7 @@ func (c *client) rerankPassages(ctx context.Context, query string, passages []st
 				RelevanceScore *float64 `json:"relevance_score"`
 			} `json:"results"`
 		}
-		if err := c.post(ctx, c.rerank, "/v1/rerank", map[string]any{"query": query, "documents": passages}, &out); err != nil {
+		if err := c.post(ctx, c.rerank, "/v1/rerank", map[string]any{"query": query, "documents": passages}, &out, tl); err != nil {
 			return err
 		}
 		if len(out.Results) != n {
@@ -305,7 +459,7 @@ func (c *client) rerankPassages(ctx context.Context, query string, passages []st
 		// k asks the sidecar to score every passage, as the plugin's
 		// rerank(query, passages) does; by default it scores RERANK_K.
 		req := map[string]any{"query": query, "passages": passages, "k": n}
-		if err := c.post(ctx, c.rerank, "/plugin/rerank", req, &out); err != nil {
+		if err := c.post(ctx, c.rerank, "/plugin/rerank", req, &out, tl); err != nil {
 			return err
 		}
 		if len(out.Scores) != n || len(out.Order) < 1 || len(out.Order) > n {
@@ -317,7 +471,7 @@ func (c *client) rerankPassages(ctx context.Context, query string, passages []st
 		Index *int     `json:"index"`
 		Score *float64 `json:"score"`
 	}
-	if err := c.post(ctx, c.rerank, "/rerank", map[string]any{"query": query, "texts": passages}, &out); err != nil {
+	if err := c.post(ctx, c.rerank, "/rerank", map[string]any{"query": query, "texts": passages}, &out, tl); err != nil {
 		return err
 	}
 	if len(out) != n {
@@ -347,8 +501,8 @@ func checkVectors(route string, vecs []json.RawMessage, want int) error {
 }
 
 // post sends req as JSON and decodes the 2xx answer into out.
-func (c *client) post(ctx context.Context, to *tei.Client, path string, req, out any) error {
-	body, err := c.postRaw(ctx, to, path, req)
+func (c *client) post(ctx context.Context, to *tei.Client, path string, req, out any, tl *tally) error {
+	body, err := c.postRaw(ctx, to, path, req, tl)
 	if err != nil {
 		return err
 	}
@@ -358,9 +512,9 @@ func (c *client) post(ctx context.Context, to *tei.Client, path string, req, out
 	return nil
 }
 
-// postRaw sends req as JSON and returns the body of a 2xx answer; any other
-// status is a *StatusError.
-func (c *client) postRaw(ctx context.Context, to *tei.Client, path string, req any) ([]byte, error) {
+// postRaw sends req as JSON and returns the body of a 2xx answer, counting
+// its X-Cache header in tl; any other status is a *StatusError.
+func (c *client) postRaw(ctx context.Context, to *tei.Client, path string, req any, tl *tally) ([]byte, error) {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -378,5 +532,6 @@ func (c *client) postRaw(ctx context.Context, to *tei.Client, path string, req a
 		}
 		return nil, fmt.Errorf("POST %s%s: %w", to.BaseURL(), path, err)
 	}
+	tl.record(resp.Header.Get(CacheHeader))
 	return resp.Body, nil
 }

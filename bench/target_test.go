@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -155,9 +156,15 @@ func TestFaces(t *testing.T) {
 		want map[string]int
 	}{
 		// Queries: short 1+1, long 1+1, 10×(1+1), miss 1+2, hit 1+2
-		// = 30 single calls; documents 3 rows × 2; rerank 2 rows × 2.
-		{FaceOpenAI, map[string]int{"/info": 1, "/v1/embeddings": 30 + 6, "/v1/rerank": 4}},
-		{FacePlugin, map[string]int{"/plugin/embed_query": 30, "/plugin/embed_documents": 6, "/plugin/rerank": 4}},
+		// = 30 single calls; documents 3 rows × 2, the 50 documents in
+		// two calls of the stub's max_client_batch_size 32: /status
+		// answers 404, so the stub is TEI, which refuses larger calls;
+		// rerank 2 rows × 2.
+		{FaceOpenAI, map[string]int{"/info": 1, "/status": 1, "/v1/embeddings": 30 + 8, "/v1/rerank": 4}},
+		// Only the sidecar serves the plugin's calls, and it caches, so
+		// each of the plugin's rows has an uncached variant: 24 more
+		// queries, 6 document calls and 4 rerank calls; none is split.
+		{FacePlugin, map[string]int{"/plugin/embed_query": 30 + 24, "/plugin/embed_documents": 6 + 6, "/plugin/rerank": 4 + 4}},
 	} {
 		t.Run(string(tc.face), func(t *testing.T) {
 			stub := &faceStub{t: t}
@@ -180,8 +187,8 @@ func TestFaces(t *testing.T) {
 				}
 			}
 			// The miss row's texts (one warm-up, two iterations) are all
-			// new; the hit row repeats the query.
-			misses := map[string]bool{}
+			// new, and so are the variants'; the hit row repeats the query.
+			misses := map[string]int{}
 			for _, c := range stub.calls {
 				var text string
 				switch tc.face {
@@ -193,15 +200,30 @@ func TestFaces(t *testing.T) {
 					}
 				}
 				if nonced.MatchString(text) {
-					misses[text] = true
+					misses[text]++
 				}
 			}
-			if len(misses) != 3 {
-				t.Errorf("%d distinct cache-miss texts, want 3: %v", len(misses), misses)
+			// The variants of the short query's row and the 10 queries'
+			// add 2 and 10 nonced short queries.
+			want := map[Face]int{FaceOpenAI: 3, FacePlugin: 3 + 2 + 10}[tc.face]
+			if len(misses) != want {
+				t.Errorf("%d distinct nonced short queries, want %d: %v", len(misses), want, misses)
+			}
+			for text, n := range misses {
+				if n != 1 {
+					t.Errorf("%q sent %d times, want once", text, n)
+				}
 			}
 			for _, r := range rep.Rows {
-				if r.Calls != map[bool]int{true: 10, false: 1}[r.Kind == KindQueries] {
-					t.Errorf("row %q: %d calls per iteration", r.Name, r.Calls)
+				want := 1
+				switch {
+				case r.Kind == KindQueries:
+					want = 10
+				case tc.face == FaceOpenAI && r.Items == 50:
+					want = 2
+				}
+				if r.Target.Calls != want {
+					t.Errorf("row %q: %d calls per iteration, want %d", r.Name, r.Target.Calls, want)
 				}
 			}
 		})
@@ -217,7 +239,7 @@ func TestFaceModelFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = c.query(t.Context(), "q")
+	err = c.query(t.Context(), "q", nil)
 	if se, ok := errors.AsType[*StatusError](err); !ok || se.Status != http.StatusUnprocessableEntity {
 		t.Errorf("query with model %q: %v, want the stub's 422", c.model, err)
 	}
@@ -250,10 +272,10 @@ func TestShapeChecks(t *testing.T) {
 		call               func(c *client) error
 		want               string
 	}{
-		{"tei embed count", "/embed", `[[0.1]]`, func(c *client) error { return c.documents(t.Context(), []string{"a", "b"}) }, "want 2 embeddings, got 1"},
-		{"tei embed not a list", "/embed", `{"x":1}`, func(c *client) error { return c.query(t.Context(), "a") }, "not a list of vectors"},
-		{"tei rerank count", "/rerank", `[{"index":0,"score":0.1}]`, func(c *client) error { return c.rerankPassages(t.Context(), "q", []string{"a", "b"}) }, "want 2 ranks, got 1"},
-		{"tei rerank index", "/rerank", `[{"index":5,"score":0.1}]`, func(c *client) error { return c.rerankPassages(t.Context(), "q", []string{"a"}) }, "valid index"},
+		{"tei embed count", "/embed", `[[0.1]]`, func(c *client) error { return c.documents(t.Context(), []string{"a", "b"}, nil) }, "want 2 embeddings, got 1"},
+		{"tei embed not a list", "/embed", `{"x":1}`, func(c *client) error { return c.query(t.Context(), "a", nil) }, "not a list of vectors"},
+		{"tei rerank count", "/rerank", `[{"index":0,"score":0.1}]`, func(c *client) error { return c.rerankPassages(t.Context(), "q", []string{"a", "b"}, nil) }, "want 2 ranks, got 1"},
+		{"tei rerank index", "/rerank", `[{"index":5,"score":0.1}]`, func(c *client) error { return c.rerankPassages(t.Context(), "q", []string{"a"}, nil) }, "valid index"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -276,36 +298,89 @@ func TestShapeChecks(t *testing.T) {
 	}
 }
 
-// TestTEIDocumentsSlices checks that the tei face cuts documents at the
-// target's max_client_batch_size, and at --batch when given.
-func TestTEIDocumentsSlices(t *testing.T) {
-	var sizes []int
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/info" {
-			fmt.Fprint(w, `{"model_id":"m","max_client_batch_size":16}`)
-			return
-		}
-		var req struct{ Inputs []string }
-		_ = json.NewDecoder(r.Body).Decode(&req)
-		sizes = append(sizes, len(req.Inputs))
-		fmt.Fprint(w, "["+strings.TrimSuffix(strings.Repeat("[0.1],", len(req.Inputs)), ",")+"]")
-	}))
-	defer ts.Close()
+// TestBenchSplitsAtTheLimit checks that embed and rerank calls are cut at
+// TEI's max_client_batch_size (or --batch), and left whole for the
+// sidecar, which splits them itself. A regression test: "Rerank 20
+// passages" went to a TEI with a limit of 16 in one call, and TEI's 422
+// ended the benchmark.
+func TestBenchSplitsAtTheLimit(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		sizes []int
+	)
+	stub := func(sidecar bool) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var req struct {
+				Inputs []string
+				Texts  []string
+			}
+			switch r.URL.Path {
+			case "/info":
+				fmt.Fprint(w, `{"model_id":"m","model_type":{"reranker":{}},"max_client_batch_size":16}`)
+				return
+			case "/status":
+				if sidecar {
+					fmt.Fprint(w, `{"pools":{}}`)
+					return
+				}
+				http.NotFound(w, r)
+				return
+			}
+			_ = json.NewDecoder(r.Body).Decode(&req)
+			n := len(req.Inputs) + len(req.Texts)
+			if n > 16 && !sidecar {
+				http.Error(w, `{"error":"batch size too large","error_type":"Validation"}`, http.StatusUnprocessableEntity)
+				return
+			}
+			mu.Lock()
+			sizes = append(sizes, n)
+			mu.Unlock()
+			if r.URL.Path == "/rerank" {
+				ranks := make([]string, n)
+				for i := range ranks {
+					ranks[i] = fmt.Sprintf(`{"index":%d,"score":0.5}`, i)
+				}
+				fmt.Fprint(w, "["+strings.Join(ranks, ",")+"]")
+				return
+			}
+			fmt.Fprint(w, "["+strings.TrimSuffix(strings.Repeat("[0.1],", n), ",")+"]")
+		}))
+	}
+	tei, sidecar := stub(false), stub(true)
+	defer tei.Close()
+	defer sidecar.Close()
 	for _, tc := range []struct {
-		batch int
-		want  string
-	}{{0, "[16 16 16 2]"}, {20, "[20 20 10]"}} {
-		sizes = nil
-		c, err := newClient(t.Context(), Target{URL: ts.URL, Batch: tc.batch}, http.DefaultClient, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.documents(t.Context(), longDocs); err != nil {
-			t.Fatal(err)
-		}
-		if got := fmt.Sprint(sizes); got != tc.want {
-			t.Errorf("batch %d: slices %s, want %s", tc.batch, got, tc.want)
-		}
+		name              string
+		url               string
+		batch             int
+		wantDocs, wantRnk string
+	}{
+		{"TEI: its limit", tei.URL, 0, "[2 16 16 16]", "[4 16]"},
+		{"TEI: --batch", tei.URL, 10, "[10 10 10 10 10]", "[10 10]"},
+		{"the sidecar: whole", sidecar.URL, 0, "[50]", "[20]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := newClient(t.Context(), Target{URL: tc.url, Batch: tc.batch}, http.DefaultClient, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, call := range []struct {
+				run  func() error
+				want string
+			}{
+				{func() error { return c.documents(t.Context(), longDocs, nil) }, tc.wantDocs},
+				{func() error { return c.rerankPassages(t.Context(), "q", mediumDocs, nil) }, tc.wantRnk},
+			} {
+				sizes = nil
+				if err := call.run(); err != nil {
+					t.Fatal(err)
+				}
+				slices.Sort(sizes)
+				if got := fmt.Sprint(sizes); got != call.want {
+					t.Errorf("calls of %s texts, want %s", got, call.want)
+				}
+			}
+		})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -16,10 +17,14 @@ import (
 // TuneOptions configures Tune. Zero values of all fields but URL are
 // working defaults.
 type TuneOptions struct {
-	// URL is TEI's base URL (or the sidecar's, which serves TEI's API).
+	// URL is TEI's base URL (or the sidecar's, which serves TEI's API);
+	// host:port and a bare host mean http://.
 	URL string
 	// Token is sent as a bearer token; "" sends none.
 	Token string
+	// FoundVia is the sidecar whose GET /status named URL; a 401 then
+	// explains how to share TEI's API key.
+	FoundVia string
 	// MaxBatch is the largest client batch tried; 0 means TEI's
 	// max_client_batch_size from GET /info. A larger value allows batches
 	// TEI will refuse (422), which stops the batch direction; the sidecar
@@ -43,8 +48,10 @@ type TuneOptions struct {
 	// Texts are the inputs, cycled, each sent with a unique suffix; nil
 	// means the plugin's 50-document set.
 	Texts []string
-	// Progress, when set, is called after each setting is measured.
-	Progress func(done, total int, step string)
+	// Live, when set, gets the report's header once GET /info is read and
+	// each step's line as soon as it is measured, so that a tune of a
+	// minute shows its progress even in a pipe.
+	Live io.Writer
 	// HTTPClient sends the requests; nil means a pooled client.
 	HTTPClient *http.Client
 }
@@ -76,13 +83,18 @@ type TuneReport struct {
 	// Recommended is the smallest setting reaching Knee × Best's
 	// throughput.
 	Recommended Choice `json:"recommended"`
-	// Env is what --write-env writes.
+	// Env is what --write-env writes: EMBEDDING_BATCH, the client's batch.
+	// The recommended concurrency is advice to clients; no setting reads it.
 	Env []plan.EnvVar `json:"env"`
 }
 
 // TuneTarget is the server tuned, as its GET /info describes it.
 type TuneTarget struct {
-	URL                   string `json:"url"`
+	URL string `json:"url"`
+	// FoundVia is the sidecar whose GET /status named URL.
+	FoundVia string `json:"found_via,omitempty"`
+	// Simulator names the TEI simulator behind URL; empty for TEI.
+	Simulator             string `json:"simulator,omitempty"`
 	ModelID               string `json:"model_id"`
 	TEIVersion            string `json:"tei_version"`
 	MaxClientBatchSize    int    `json:"max_client_batch_size"`
@@ -139,11 +151,14 @@ type Choice struct {
 	P95         float64 `json:"p95_s"`
 }
 
-// Env keys tune writes.
-const (
-	EnvBatch       = "EMBEDDING_BATCH"
-	EnvConcurrency = "EMBEDDING_CONCURRENCY"
-)
+// EnvBatch is the setting tune writes: the client's batch, the texts the
+// plugin (or any client) sends in one embed call.
+const EnvBatch = "EMBEDDING_BATCH"
+
+// EnvTEIMaxClientBatch is TEI's own limit on texts per call (its
+// --max-client-batch-size), which the sidecar passes to the TEI it
+// launches. A client batch above it needs it raised.
+const EnvTEIMaxClientBatch = "TEI_MAX_CLIENT_BATCH_SIZE"
 
 // Tune sweeps client batch size and concurrency against TEI and
 // recommends the throughput knee. See TuneOptions for the bounds.
@@ -156,14 +171,14 @@ func Tune(ctx context.Context, o TuneOptions) (*TuneReport, error) {
 	if hc == nil {
 		hc = &http.Client{Transport: tei.NewTransport()}
 	}
-	c, err := newClient(ctx, Target{URL: o.URL, Token: o.Token}, hc, o.Timeout)
+	c, err := newClient(ctx, Target{URL: o.URL, Token: o.Token, FoundVia: o.FoundVia}, hc, o.Timeout)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tune: %w", err)
 	}
 	rep := &TuneReport{
 		SchemaVersion: TuneSchemaVersion,
 		StartedAt:     time.Now().UTC(),
-		Target:        TuneTarget{URL: c.embed.BaseURL()},
+		Target:        TuneTarget{URL: c.embed.BaseURL(), FoundVia: o.FoundVia, Simulator: c.simulator},
 	}
 	if c.info == nil {
 		return nil, fmt.Errorf("tune: GET %s/info: %w", rep.Target.URL, c.infoErr)
@@ -183,32 +198,31 @@ func Tune(ctx context.Context, o TuneOptions) (*TuneReport, error) {
 		MaxLatencyS: o.MaxLatency.Seconds(), Knee: o.Knee,
 	}
 
+	var live *printer
+	if o.Live != nil {
+		live = &printer{w: o.Live}
+		tuneHeader(live, rep)
+	}
 	batches, concs := doublings(o.MaxBatch), doublings(o.MaxConcurrency)
-	total, done := len(batches)*len(concs), 0
 	measure := func(ctx context.Context, b, n int) (Step, error) {
 		st, err := measureStep(ctx, c, o, b, n)
-		done++
-		if o.Progress != nil {
-			o.Progress(done, total, fmt.Sprintf("batch %d × %d", b, n))
-		}
-		return st, err
+		return st, c.explain(err)
 	}
-	rep.Steps, err = sweepGrid(ctx, batches, concs, rep.Target.MaxConcurrentRequests, measure)
+	onStep := func(st Step) {
+		if live != nil {
+			tuneStep(live, st)
+		}
+	}
+	rep.Steps, err = sweepGrid(ctx, batches, concs, rep.Target.MaxConcurrentRequests, measure, onStep)
 	if err != nil {
 		return nil, err
-	}
-	if o.Progress != nil {
-		o.Progress(total, total, "done")
 	}
 	best, rec, ok := knee(rep.Steps, o.Knee)
 	if !ok {
 		return rep, fmt.Errorf("tune: no setting succeeded; the first answer was: %s", firstReason(rep.Steps))
 	}
 	rep.Best, rep.Recommended = best, rec
-	rep.Env = []plan.EnvVar{
-		{Key: EnvBatch, Value: strconv.Itoa(rec.Batch)},
-		{Key: EnvConcurrency, Value: strconv.Itoa(rec.Concurrency)},
-	}
+	rep.Env = []plan.EnvVar{{Key: EnvBatch, Value: strconv.Itoa(rec.Batch)}}
 	return rep, nil
 }
 
@@ -255,7 +269,11 @@ type measureFunc func(ctx context.Context, batch, concurrency int) (Step, error)
 // later batches stay below that concurrency, since more inputs in flight
 // fare no better; when even one client fails, the batch direction stops.
 // Settings needing more inputs in flight than TEI's permits are skipped.
-func sweepGrid(ctx context.Context, batches, concs []int, permits int, measure measureFunc) ([]Step, error) {
+// onStep (which may be nil) gets each step as it is decided.
+func sweepGrid(ctx context.Context, batches, concs []int, permits int, measure measureFunc, onStep func(Step)) ([]Step, error) {
+	if onStep == nil {
+		onStep = func(Step) {}
+	}
 	var steps []Step
 	limit := len(concs)
 	for _, b := range batches {
@@ -263,8 +281,10 @@ func sweepGrid(ctx context.Context, batches, concs []int, permits int, measure m
 		for i := range limit {
 			n := concs[i]
 			if permits > 0 && b*n > permits {
-				steps = append(steps, Step{Batch: b, Concurrency: n, Outcome: OutcomeSkipped,
-					Reason: fmt.Sprintf("%d inputs in flight exceed TEI's max_concurrent_requests %d", b*n, permits)})
+				st := Step{Batch: b, Concurrency: n, Outcome: OutcomeSkipped,
+					Reason: fmt.Sprintf("%d inputs in flight exceed TEI's max_concurrent_requests %d", b*n, permits)}
+				steps = append(steps, st)
+				onStep(st)
 				limit = i
 				break
 			}
@@ -273,6 +293,7 @@ func sweepGrid(ctx context.Context, batches, concs []int, permits int, measure m
 				return steps, err
 			}
 			steps = append(steps, st)
+			onStep(st)
 			if st.Outcome != OutcomeOK {
 				limit = i
 				break
@@ -346,7 +367,7 @@ func measureStep(ctx context.Context, c *client, o TuneOptions, batch, concurren
 		for i := range texts {
 			texts[i] = unique(o.Texts[(first+i)%len(o.Texts)])
 		}
-		return c.teiEmbed(ctx, texts)
+		return c.teiEmbed(ctx, texts, nil)
 	}
 	l, err := drive(ctx, concurrency, o.StepDuration+o.Timeout, concurrency, call)
 	if err == nil {

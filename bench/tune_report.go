@@ -5,32 +5,60 @@ import (
 	"strings"
 )
 
-// WriteTuneText prints a tune report for people: the steps, the best
-// setting, the recommendation and the settings to use.
+// WriteTuneText prints a tune report for people: the header, the steps,
+// then WriteTuneSummary's part.
 func WriteTuneText(w io.Writer, r *TuneReport) error {
 	p := &printer{w: w}
+	tuneHeader(p, r)
+	for _, st := range r.Steps {
+		tuneStep(p, st)
+	}
+	if p.err != nil {
+		return p.err
+	}
+	return WriteTuneSummary(w, r)
+}
+
+// tuneHeader says what is tuned and how, and heads the steps' table.
+func tuneHeader(p *printer, r *TuneReport) {
 	t := r.Target
-	p.printf("Tuned %s (model %s, TEI %s; max_client_batch_size %d, max_batch_tokens %d, max_concurrent_requests %d)\n",
-		t.URL, orUnknown(t.ModelID), orUnknown(t.TEIVersion), t.MaxClientBatchSize, t.MaxBatchTokens, t.MaxConcurrentRequests)
+	server := "TEI " + orUnknown(t.TEIVersion)
+	if t.Simulator != "" {
+		server = SimulatorName(t.Simulator)
+	}
+	p.printf("Tuned %s (model %s, %s; max_client_batch_size %d, max_batch_tokens %d, max_concurrent_requests %d)\n",
+		t.URL, orUnknown(t.ModelID), server, t.MaxClientBatchSize, t.MaxBatchTokens, t.MaxConcurrentRequests)
+	if t.FoundVia != "" {
+		p.printf("Found through the sidecar at %s (GET /status).\n", t.FoundVia)
+	}
 	s := r.Settings
 	p.printf("Each step: at most %gs or %d requests; p95 limit %gs; knee at %g%% of the best throughput.\n\n",
 		s.StepDurationS, s.StepRequests, s.MaxLatencyS, s.Knee*100)
 	p.printf("%6s %8s %9s %11s %9s %9s  %s\n", "batch", "clients", "requests", "inputs/s", "p50 ms", "p95 ms", "outcome")
-	for _, st := range r.Steps {
-		outcome := st.Outcome
-		if st.Reason != "" {
-			outcome += ": " + oneLine(st.Reason)
-		}
-		if st.Outcome == OutcomeOK || st.Outcome == OutcomeSlow {
-			p.printf("%6d %8d %9d %11.1f %9.2f %9.2f  %s\n", st.Batch, st.Concurrency, st.Requests, st.Throughput, st.P50*1000, st.P95*1000, outcome)
-		} else {
-			p.printf("%6d %8d %9s %11s %9s %9s  %s\n", st.Batch, st.Concurrency, "-", "-", "-", "-", outcome)
-		}
+}
+
+// tuneStep prints one step's line of the table.
+func tuneStep(p *printer, st Step) {
+	outcome := st.Outcome
+	if st.Reason != "" {
+		outcome += ": " + oneLine(st.Reason)
 	}
+	if st.Outcome == OutcomeOK || st.Outcome == OutcomeSlow {
+		p.printf("%6d %8d %9d %11.1f %9.2f %9.2f  %s\n", st.Batch, st.Concurrency, st.Requests, st.Throughput, st.P50*1000, st.P95*1000, outcome)
+	} else {
+		p.printf("%6d %8d %9s %11s %9s %9s  %s\n", st.Batch, st.Concurrency, "-", "-", "-", "-", outcome)
+	}
+}
+
+// WriteTuneSummary prints what follows the steps: the best setting, the
+// recommendation, the setting --write-env writes and the advice no setting
+// carries.
+func WriteTuneSummary(w io.Writer, r *TuneReport) error {
+	p := &printer{w: w}
 	if r.Recommended.Batch == 0 {
 		return p.err
 	}
-	b, rec := r.Best, r.Recommended
+	b, rec, s := r.Best, r.Recommended, r.Settings
 	p.printf("\nBest:        batch %d × %d clients: %.1f inputs/s (p95 %.2f ms)\n", b.Batch, b.Concurrency, b.Throughput, b.P95*1000)
 	p.printf("Recommended: batch %d × %d clients: %.1f inputs/s (p95 %.2f ms), the fewest inputs in flight reaching %g%% of the best\n",
 		rec.Batch, rec.Concurrency, rec.Throughput, rec.P95*1000, s.Knee*100)
@@ -38,6 +66,10 @@ func WriteTuneText(w io.Writer, r *TuneReport) error {
 	for _, v := range r.Env {
 		p.printf("  %s=%s\n", v.Key, v.Value)
 	}
+	p.printf("\n%s is the client's batch: the texts the plugin (or any client) sends in one embed call.\n", EnvBatch)
+	p.printf("TEI refuses calls of more than its max_client_batch_size (%d): a larger TEI batch limit is %s (the sidecar gives it to TEI as --max-client-batch-size); raise it, then tune again with a larger --max-batch.\n",
+		r.Target.MaxClientBatchSize, EnvTEIMaxClientBatch)
+	p.printf("Concurrency %d is advice, not a setting: keep that many embed calls in flight from the client (no setting reads it).\n", rec.Concurrency)
 	return p.err
 }
 

@@ -90,12 +90,16 @@ func TestSweepGrid(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			steps, err := sweepGrid(t.Context(), batches, concs, tc.permits, tc.srv.measure)
+			var seen []Step
+			steps, err := sweepGrid(t.Context(), batches, concs, tc.permits, tc.srv.measure, func(st Step) { seen = append(seen, st) })
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got := trace(steps); got != tc.wantTrace {
 				t.Errorf("steps\n got %s\nwant %s", got, tc.wantTrace)
+			}
+			if got := trace(seen); got != tc.wantTrace {
+				t.Errorf("steps reported as they came\n got %s\nwant %s", got, tc.wantTrace)
 			}
 			_, rec, ok := knee(steps, 0.95)
 			if got := fmt.Sprintf("%dx%d", rec.Batch, rec.Concurrency); !ok || got != tc.wantRec {
@@ -195,12 +199,25 @@ func TestTuneSimulator(t *testing.T) {
 	if skipped == 0 {
 		t.Errorf("no step skipped for the 64 permits\n%s", out)
 	}
-	want := []plan.EnvVar{{Key: "EMBEDDING_BATCH", Value: fmt.Sprint(rec.Batch)}, {Key: "EMBEDDING_CONCURRENCY", Value: fmt.Sprint(rec.Concurrency)}}
+	// Nothing reads EMBEDDING_CONCURRENCY, so tune no longer writes it:
+	// the concurrency is advice.
+	want := []plan.EnvVar{{Key: "EMBEDDING_BATCH", Value: fmt.Sprint(rec.Batch)}}
 	if fmt.Sprint(rep.Env) != fmt.Sprint(want) {
 		t.Errorf("env = %v, want %v", rep.Env, want)
 	}
-	if !strings.Contains(out, fmt.Sprintf("  EMBEDDING_BATCH=%d\n  EMBEDDING_CONCURRENCY=%d\n", rec.Batch, rec.Concurrency)) {
-		t.Errorf("output lacks the settings:\n%s", out)
+	for _, want := range []string{
+		fmt.Sprintf("Settings (what --write-env writes):\n  EMBEDDING_BATCH=%d\n\n", rec.Batch),
+		"EMBEDDING_BATCH is the client's batch",
+		"a larger TEI batch limit is TEI_MAX_CLIENT_BATCH_SIZE",
+		fmt.Sprintf("Concurrency %d is advice, not a setting: keep that many embed calls in flight from the client", rec.Concurrency),
+		"(model BAAI/bge-m3, TEI simulator (tests/teisim), not TEI;",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "EMBEDDING_CONCURRENCY") || strings.Contains(out, "TEI 1.9.3") {
+		t.Errorf("output names EMBEDDING_CONCURRENCY or calls the simulator TEI:\n%s", out)
 	}
 }
 
@@ -264,12 +281,12 @@ RERANK_K=10
 	if err := os.WriteFile(path, []byte(old), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	backup, err := WriteEnvFile(path, []plan.EnvVar{{Key: EnvBatch, Value: "16"}, {Key: EnvConcurrency, Value: "4"}})
+	backup, err := WriteEnvFile(path, []plan.EnvVar{{Key: EnvBatch, Value: "16"}, {Key: EnvTEIMaxClientBatch, Value: "64"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(path)
-	want := strings.Replace(old, "export EMBEDDING_BATCH=64", "export EMBEDDING_BATCH=16", 1) + "\nEMBEDDING_CONCURRENCY=4\n"
+	want := strings.Replace(old, "export EMBEDDING_BATCH=64", "export EMBEDDING_BATCH=16", 1) + "\nTEI_MAX_CLIENT_BATCH_SIZE=64\n"
 	if string(got) != want {
 		t.Errorf("file:\n%s\nwant:\n%s", got, want)
 	}
