@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -60,12 +59,12 @@ func sims(t *testing.T, extra ...string) (embedURL, rerankURL string) {
 }
 
 // poolsSidecar starts the proxy in front of the simulators, which want
-// apiKey ("": none), answering GET /status in the shape with pools that the
-// sidecar's /status takes.
+// apiKey ("": none). Its embedding pool also has a replica that never
+// starts, so the tools must pick the ready one from /status.
 func poolsSidecar(t *testing.T, embedURL, rerankURL, apiKey string) string {
 	t.Helper()
 	cfg := proxy.DefaultConfig()
-	cfg.EmbedURL, cfg.RerankURL, cfg.APIKey = embedURL, rerankURL, apiKey
+	cfg.EmbedURLs, cfg.RerankURLs, cfg.APIKey = []string{"http://127.0.0.1:1", embedURL}, []string{rerankURL}, apiKey
 	srv, err := proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -75,18 +74,7 @@ func poolsSidecar(t *testing.T, embedURL, rerankURL, apiKey string) string {
 	if err := srv.Connect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	h := srv.Handler()
-	status := fmt.Sprintf(`{"pools": {
-		"embed": {"model_id": "BAAI/bge-m3", "replicas": [{"url": "http://127.0.0.1:1", "state": "down"}, {"url": %q, "state": "ready"}]},
-		"rerank": {"model_id": "BAAI/bge-reranker-v2-m3", "replicas": [{"url": %q, "state": "ready"}]}}}`, embedURL, rerankURL)
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/status" {
-			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprint(w, status)
-			return
-		}
-		h.ServeHTTP(w, r)
-	}))
+	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() {
 		ts.Close()
 		srv.Close()
