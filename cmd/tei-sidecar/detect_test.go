@@ -318,9 +318,17 @@ func TestDetectRefusesBadSettings(t *testing.T) {
 	}
 }
 
-// update rewrites the golden files instead of comparing with them:
-// go test ./cmd/tei-sidecar -run Golden -update
-var update = flag.Bool("update", false, "rewrite testdata's golden files")
+// -update rewrites the golden files instead of comparing with them:
+// go test ./cmd/tei-sidecar -run Golden -update. A test dependency (such as
+// gotest.tools' golden package) may define the flag already; it is then
+// shared.
+func init() {
+	if flag.Lookup("update") == nil {
+		flag.Bool("update", false, "rewrite testdata's golden files")
+	}
+}
+
+func updating() bool { return flag.Lookup("update").Value.String() == "true" }
 
 func fact[T any](v T) hwdetect.Fact[T] { return hwdetect.Fact[T]{Value: v, Source: "test"} }
 
@@ -386,7 +394,7 @@ func TestDetectReportGolden(t *testing.T) {
 // golden compares got with the file at path, or rewrites it with -update.
 func golden(t *testing.T, path string, got []byte) {
 	t.Helper()
-	if *update {
+	if updating() {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
 		}
