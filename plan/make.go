@@ -114,7 +114,8 @@ func (m *maker) arch() string { return cmp.Or(m.hw.Arch, archAMD64) }
 // fails on invalid settings and on a forced device that cannot work
 // (EMBEDDING_DEVICE=mps off Apple Silicon, cuda or cuda:N without that GPU,
 // CUDA on a GPU no TEI build runs on, a CUDA device with a CPU image
-// pinned), and on replica counts the GPUs cannot hold.
+// pinned or the CPU with a CUDA image), and on replica counts the GPUs
+// cannot hold.
 func Make(hw hwdetect.Hardware, s Settings) (Result, error) {
 	if err := s.Validate(); err != nil {
 		return Result{}, err

@@ -103,9 +103,9 @@ func (p Plan) Name() string { return replicaName(p.Role, p.Replica) }
 // arguments, the environment, the GPUs and the replica index. A launcher
 // labels containers with it and replaces one whose label differs. Secret
 // values are left out, so rotating a token does not restart TEI. Replica 0
-// hashes as a plan did before replicas existed, so upgrading does not
-// restart it; every other replica's index is hashed, so no two replicas
-// share a hash even on one GPU.
+// hashes without its index, as plans did before replicas, so a one-replica
+// pool's containers survive the upgrade; every other replica's index is
+// hashed, so no two replicas share a hash, even on one GPU.
 func (p Plan) Hash() string {
 	h := sha256.New()
 	write := func(parts ...string) {
