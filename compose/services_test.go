@@ -2,7 +2,9 @@ package compose_test
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
+	"flag"
 	"maps"
 	"os"
 	"path/filepath"
@@ -49,15 +51,26 @@ func TestBuildLoads(t *testing.T) {
 		hw       hwdetect.Hardware
 		settings plan.Settings
 		opts     compose.Options
-		// gpus are the GPU ids of the embed and rerank services.
-		gpus [2][]string
+		// gpus are the GPU ids of each TEI service; none listed: none.
+		gpus map[string][]string
+		// embedURLs and rerankURLs are the sidecar's TEI_EMBED_URL and
+		// TEI_RERANK_URL; empty: the first replica's alone.
+		embedURLs, rerankURLs string
 	}{
 		{name: "cpu", hw: machine()},
-		{name: "one GPU", hw: machine("8.9"), gpus: [2][]string{{"0"}, {"0"}}},
-		{name: "two GPUs", hw: machine("8.6", "8.6"), gpus: [2][]string{{"0"}, {"1"}}},
+		{name: "one GPU", hw: machine("8.9"), gpus: map[string][]string{"tei-embed": {"0"}, "tei-rerank": {"0"}}},
+		{name: "two GPUs", hw: machine("8.6", "8.6"), gpus: map[string][]string{"tei-embed": {"0"}, "tei-rerank": {"1"}}},
+		{name: "four GPUs: a service per replica", hw: machine("9.0", "9.0", "9.0", "9.0"),
+			gpus:      map[string][]string{"tei-embed": {"0"}, "tei-embed-1": {"1"}, "tei-embed-2": {"2"}, "tei-rerank": {"3"}},
+			embedURLs: "http://tei-embed:80,http://tei-embed-1:80,http://tei-embed-2:80"},
+		{name: "two replicas a GPU", hw: machine("8.9"), settings: plan.Settings{ReplicasPerGPU: 2},
+			gpus:      map[string][]string{"tei-embed": {"0"}, "tei-embed-1": {"0"}, "tei-rerank": {"0"}, "tei-rerank-1": {"0"}},
+			embedURLs: "http://tei-embed:80,http://tei-embed-1:80", rerankURLs: "http://tei-rerank:80,http://tei-rerank-1:80"},
+		{name: "CPU replicas", hw: machine(), settings: plan.Settings{EmbeddingReplicas: 2, RerankEnable: ptr(false)},
+			embedURLs: "http://tei-embed:80,http://tei-embed-1:80"},
 		{name: "token", hw: machine(), settings: plan.Settings{HFToken: planToken}},
 		{name: "dollar in a model id", hw: machine(), settings: plan.Settings{EmbeddingModel: "org/model$HOME", RerankEnable: ptr(false)}},
-		{name: "no sidecar", hw: machine("9.0"), opts: compose.Options{NoSidecar: true}, gpus: [2][]string{{"0"}, {"0"}}},
+		{name: "no sidecar", hw: machine("9.0"), opts: compose.Options{NoSidecar: true}, gpus: map[string][]string{"tei-embed": {"0"}, "tei-rerank": {"0"}}},
 		{name: "own sidecar image", hw: machine(), opts: compose.Options{SidecarImage: "registry.example/tei-sidecar:1.0"}},
 	}
 	for _, tt := range tests {
@@ -88,7 +101,7 @@ func TestBuildLoads(t *testing.T) {
 				want = append(want, compose.SidecarService)
 			}
 			for _, pl := range res.Plans {
-				want = append(want, compose.ServiceName(pl.Role))
+				want = append(want, compose.ServiceName(pl))
 			}
 			if got := slices.Sorted(maps.Keys(p.Services)); !slices.Equal(got, slices.Sorted(slices.Values(want))) {
 				t.Fatalf("services %v, want %v\n%s", got, want, out.String())
@@ -98,8 +111,8 @@ func TestBuildLoads(t *testing.T) {
 				t.Errorf("volume %+v, want the named volume %s", vol, compose.DefaultModelCache)
 			}
 
-			for i, pl := range res.Plans {
-				s := p.Services[compose.ServiceName(pl.Role)]
+			for _, pl := range res.Plans {
+				s := p.Services[compose.ServiceName(pl)]
 				if s.Image != pl.Image {
 					t.Errorf("%s image %q, want %q", s.Name, s.Image, pl.Image)
 				}
@@ -120,8 +133,8 @@ func TestBuildLoads(t *testing.T) {
 				if !mountsCache(s, "/data") {
 					t.Errorf("%s volumes %+v: want %s at /data", s.Name, s.Volumes, compose.VolumeKey)
 				}
-				if got := gpuIDs(s); !slices.Equal(got, tt.gpus[i]) {
-					t.Errorf("%s GPUs %q, want %q", s.Name, got, tt.gpus[i])
+				if got := gpuIDs(s); !slices.Equal(got, tt.gpus[s.Name]) {
+					t.Errorf("%s GPUs %q, want %q", s.Name, got, tt.gpus[s.Name])
 				}
 			}
 
@@ -139,14 +152,14 @@ func TestBuildLoads(t *testing.T) {
 			emb, _ := res.Plan(plan.RoleEmbedding)
 			wantEnv := map[string]string{
 				"TEI_LAUNCH":           "none",
-				"TEI_EMBED_URL":        "http://tei-embed:" + strconv.Itoa(emb.Port),
+				"TEI_EMBED_URL":        cmp.Or(tt.embedURLs, "http://tei-embed:"+strconv.Itoa(emb.Port)),
 				"TEI_RERANK_URL":       "<unset>",
 				"EMBEDDING_CACHE_SIZE": strconv.Itoa(res.Plugin.CacheSize),
 				"RERANK_ENABLE":        strconv.FormatBool(res.Plugin.RerankEnable),
 				"BEARER_TOKEN":         "<unset>",
 			}
 			if rer, ok := res.Plan(plan.RoleRerank); ok {
-				wantEnv["TEI_RERANK_URL"] = "http://tei-rerank:" + strconv.Itoa(rer.Port)
+				wantEnv["TEI_RERANK_URL"] = cmp.Or(tt.rerankURLs, "http://tei-rerank:"+strconv.Itoa(rer.Port))
 			}
 			for k, want := range wantEnv {
 				if got := env1(s, k); got != want {
@@ -194,5 +207,61 @@ func TestBuildRefusesNative(t *testing.T) {
 	}
 	if _, err := compose.Build(res, compose.Options{}); err != nil {
 		t.Fatalf("Build with EMBEDDING_DEVICE=cpu on Apple Silicon: %v", err)
+	}
+}
+
+// -update rewrites the golden files instead of comparing with them:
+// go test ./compose -run Golden -update. gotest.tools' golden package,
+// linked in through Compose's modules, may define the flag already; it is
+// then shared.
+func init() {
+	if flag.Lookup("update") == nil {
+		flag.Bool("update", false, "rewrite testdata's golden files")
+	}
+}
+
+func updating() bool { return flag.Lookup("update").Value.String() == "true" }
+
+// TestWriteGolden compares the file `tei-sidecar compose` writes for fixed
+// machines with testdata/NAME.yaml: one TEI service per replica, each with
+// its GPU, and the sidecar given every replica's URL. Run with -update to
+// rewrite them after a deliberate change, and read the diff.
+func TestWriteGolden(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		hw   hwdetect.Hardware
+		s    plan.Settings
+	}{
+		{"cpu", machine(), plan.Settings{}},
+		{"four-gpus", machine("9.0", "9.0", "9.0", "9.0"), plan.Settings{HFToken: "hf_not_in_the_file"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := plan.Make(tt.hw, tt.s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := compose.Build(res, compose.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			if err := compose.Write(&out, res, f); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join("testdata", tt.name+".yaml")
+			if updating() {
+				if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if !bytes.Equal(out.Bytes(), want) {
+				t.Errorf("%s differs from what compose writes now (run with -update and read the diff):\n%s", path, out.String())
+			}
+		})
 	}
 }

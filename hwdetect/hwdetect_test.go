@@ -184,6 +184,15 @@ func smiGPU(index int, name, id, cc string, mib int64) GPU {
 	}
 }
 
+// smiGPUs are n identical GPUs as nvidia-smi reports them.
+func smiGPUs(n int, name, id, cc string, mib int64) []GPU {
+	gpus := make([]GPU, n)
+	for i := range gpus {
+		gpus[i] = smiGPU(i, name, id, cc, mib)
+	}
+	return gpus
+}
+
 func TestDetectStandInNvidiaSMI(t *testing.T) {
 	tests := []struct {
 		standIn string
@@ -207,6 +216,12 @@ func TestDetectStandInNvidiaSMI(t *testing.T) {
 			smiGPU(0, "NVIDIA A100-SXM4-80GB", "0x20B2", "8.0", 81920),
 			smiGPU(1, "NVIDIA A100-SXM4-80GB", "0x20B2", "8.0", 81920),
 		}},
+		{"two-l4", []GPU{
+			smiGPU(0, "NVIDIA L4", "0x27B8", "8.9", 23034),
+			smiGPU(1, "NVIDIA L4", "0x27B8", "8.9", 23034),
+		}},
+		{"four-a10g", smiGPUs(4, "NVIDIA A10G", "0x2237", "8.6", 23028)},
+		{"eight-h100", smiGPUs(8, "NVIDIA H100 80GB HBM3", "0x2330", "9.0", 81559)},
 		{"mixed-t4-a100", []GPU{
 			smiGPU(0, "Tesla T4", "0x1EB8", "7.5", 15360),
 			smiGPU(1, "NVIDIA A100-SXM4-40GB", "0x20B0", "8.0", 40960),

@@ -49,7 +49,7 @@ func (m *maker) platformSummary() string {
 // advice gathers the warnings and recommendations that concern the whole
 // result rather than one plan.
 func (m *maker) advice(res Result) (warnings, recs []string) {
-	warnings, recs = []string{}, []string{}
+	warnings, recs = append([]string{}, m.warnings...), []string{}
 	hw := m.hw
 	var used []int
 	cuda, metal := false, false
@@ -75,14 +75,8 @@ func (m *maker) advice(res Result) (warnings, recs []string) {
 		recs = append(recs, "This tei-sidecar is an amd64 build running under Rosetta: use the arm64 build")
 	}
 
-	var unused []string
-	for _, g := range hw.GPUs {
-		if !slices.Contains(used, g.Index) {
-			unused = append(unused, itoa(g.Index))
-		}
-	}
-	if cuda && len(unused) > 0 {
-		recs = append(recs, fmt.Sprintf("GPU %s unused: TEI serves one GPU per process, so more replicas would be needed to use them", strings.Join(unused, ", ")))
+	if cuda {
+		recs = append(recs, m.unusedGPUs(used)...)
 	}
 
 	if emb, ok := res.Plan(RoleEmbedding); ok {
@@ -126,4 +120,26 @@ func (m *maker) speed(p Plan) string {
 		extra = "; AVX-512 helps"
 	}
 	return fmt.Sprintf("Expected speed: slow (CPU, %d usable cores%s; %s ~250 ms a query on CPU)", cores, extra, yard)
+}
+
+// unusedGPUs explains each GPU no plan uses: one TEI cannot run on it, or
+// the replica counts asked for leave it idle.
+func (m *maker) unusedGPUs(used []int) []string {
+	_, rejected := m.rankGPUs(false)
+	var idle, recs []string
+	for _, g := range m.hw.GPUs {
+		if slices.Contains(used, g.Index) {
+			continue
+		}
+		prefix := fmt.Sprintf("GPU %d (%s): ", g.Index, g.Name.Value)
+		if i := slices.IndexFunc(rejected, func(r string) bool { return strings.HasPrefix(r, prefix) }); i >= 0 {
+			recs = append(recs, rejected[i]+": unused")
+			continue
+		}
+		idle = append(idle, itoa(g.Index))
+	}
+	if len(idle) > 0 {
+		recs = append(recs, fmt.Sprintf("GPU %s unused: the replica counts asked for (EMBEDDING_REPLICAS, RERANK_REPLICAS, EMBEDDING_DEVICE) leave it idle; leave them unset to use every GPU", strings.Join(idle, ", ")))
+	}
+	return recs
 }

@@ -1,6 +1,9 @@
 package plan
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // The max-batch-tokens heuristic.
 //
@@ -28,7 +31,9 @@ import "fmt"
 //	CPU:   60 % of usable RAM (the cgroup limit when lower; room for the
 //	       datastore and the plugin)
 //
-// divided by the number of models on that device. The plan takes the largest
+// divided by the number of TEIs on that memory: the two models sharing one
+// GPU, replicas sharing it (TEI_REPLICAS_PER_GPU), or every TEI on the CPU.
+// Each replica on its own GPU gets that GPU's whole budget. The plan takes the largest
 // power of two from a ceiling down to 512 whose estimate fits. The ceiling
 // keeps one batch's latency, which a query may wait behind, near TEI's
 // default: 16384 on CPU, Metal and GPUs whose share is under 16 GiB; 32768
@@ -63,6 +68,35 @@ type budget struct {
 	floor int
 	// where names the memory for reasons ("GPU 0's 81559 MiB").
 	where string
+	// rule says how the usable part of that memory is reckoned.
+	rule string
+	// sharers name the TEIs splitting it, when more than one.
+	sharers []string
+}
+
+// choice is the budget as a reason's choice.
+func (b budget) choice() string {
+	if b.shareMiB <= 0 {
+		return "unknown"
+	}
+	return fmt.Sprintf("%d MiB", b.shareMiB)
+}
+
+// why explains the budget in one line.
+func (b budget) why() string {
+	if b.shareMiB <= 0 && b.rule == "" {
+		return b.where + " unknown: batches are sized to TEI's default"
+	}
+	why := b.where + ": " + b.rule
+	switch {
+	case b.shareMiB <= 0:
+		why += ", which leaves nothing"
+	case len(b.sharers) > 1:
+		why += fmt.Sprintf(", split evenly between %s", strings.Join(b.sharers, ", "))
+	default:
+		why += ", all for this TEI"
+	}
+	return why
 }
 
 // estimateMiB is the peak memory of a batch of tokens.

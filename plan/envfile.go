@@ -55,19 +55,42 @@ func (r Result) EnvVars() []EnvVar {
 		EnvVar{"RERANK_FINAL_N", itoa(ps.RerankFinalN)},
 		EnvVar{"TEI_VERSION", r.TEIVersion},
 	)
-	emb, _ := r.Plan(RoleEmbedding)
-	rer, hasRerank := r.Plan(RoleRerank)
-	if emb.Image != "" {
-		vars = append(vars, EnvVar{"TEI_IMAGE", emb.Image})
+	// Read back as settings, these pin every replica of a role: written
+	// only when its replicas agree (replicas on different GPUs may need
+	// different images and budgets).
+	embImage, embImageOK := common(r.Replicas(RoleEmbedding), func(p Plan) string { return p.Image })
+	rerImage, rerImageOK := common(r.Replicas(RoleRerank), func(p Plan) string { return p.Image })
+	embTokens, embTokensOK := common(r.Replicas(RoleEmbedding), func(p Plan) int { return p.MaxBatchTokens })
+	rerTokens, rerTokensOK := common(r.Replicas(RoleRerank), func(p Plan) int { return p.MaxBatchTokens })
+	if embImageOK && embImage != "" {
+		vars = append(vars, EnvVar{"TEI_IMAGE", embImage})
 	}
-	if hasRerank && rer.Image != "" && rer.Image != emb.Image {
-		vars = append(vars, EnvVar{"TEI_RERANK_IMAGE", rer.Image})
+	if rerImageOK && rerImage != "" && (rerImage != embImage || !embImageOK) {
+		vars = append(vars, EnvVar{"TEI_RERANK_IMAGE", rerImage})
 	}
-	vars = append(vars, EnvVar{"TEI_MAX_BATCH_TOKENS", itoa(emb.MaxBatchTokens)})
-	if hasRerank && rer.MaxBatchTokens != emb.MaxBatchTokens {
-		vars = append(vars, EnvVar{"TEI_RERANK_MAX_BATCH_TOKENS", itoa(rer.MaxBatchTokens)})
+	if embTokensOK {
+		vars = append(vars, EnvVar{"TEI_MAX_BATCH_TOKENS", itoa(embTokens)})
+	}
+	if rerTokensOK && (rerTokens != embTokens || !embTokensOK) {
+		vars = append(vars, EnvVar{"TEI_RERANK_MAX_BATCH_TOKENS", itoa(rerTokens)})
 	}
 	return vars
+}
+
+// common is the value every plan has, and false when they differ or there
+// are none.
+func common[T comparable](plans []Plan, value func(Plan) T) (T, bool) {
+	var zero T
+	if len(plans) == 0 {
+		return zero, false
+	}
+	v := value(plans[0])
+	for _, p := range plans[1:] {
+		if value(p) != v {
+			return zero, false
+		}
+	}
+	return v, true
 }
 
 // headerPrefix starts every header line, so the next update finds and
@@ -82,7 +105,11 @@ func (r Result) EnvHeader() []string {
 		if p.Backend == BackendNative {
 			what = p.Binary + " (native)"
 		}
-		lines = append(lines, fmt.Sprintf("%s %s %s on %s with %s", headerPrefix, p.Role, p.Model, p.Device, what))
+		role := string(p.Role)
+		if len(r.Replicas(p.Role)) > 1 {
+			role += fmt.Sprintf(" replica %d", p.Replica)
+		}
+		lines = append(lines, fmt.Sprintf("%s %s %s on %s with %s", headerPrefix, role, p.Model, p.Device, what))
 	}
 	return append(lines, headerPrefix+" it updates the keys it owns in place on each run and keeps every other line")
 }

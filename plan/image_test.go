@@ -5,9 +5,9 @@ import (
 	"testing"
 )
 
-// TestBuildFor covers every row of TEI's image table and the compatibility
-// rule: runtime 8.0–8.9 runs the 8.0 build, 8.6–8.9 the 8.6 build, anything
-// else only its exact build; the most specific build wins.
+// TestBuildFor covers every row of TEI 1.9.3's image table and the
+// compatibility rule: runtime 8.0–8.9 runs the 8.0 build, 8.6–8.9 the 8.6
+// build, anything else only its exact build; the most specific build wins.
 func TestBuildFor(t *testing.T) {
 	tests := []struct {
 		cc     string
@@ -32,58 +32,143 @@ func TestBuildFor(t *testing.T) {
 		{"12.1", "", false}, // GB10: no 12.1 build in 1.9.3
 		{"sm_86", "", false},
 	}
+	table := imagesFor("1.9.3")
 	for _, tt := range tests {
-		b, ok := buildFor(tt.cc)
+		b, ok := table.buildFor(tt.cc, archAMD64)
 		if ok != tt.ok || b.prefix != tt.prefix {
 			t.Errorf("buildFor(%s) = %q, %v; want %q, %v", tt.cc, b.prefix, ok, tt.prefix, tt.ok)
 		}
 	}
 }
 
+// TestImagesPerVersion is the image table as a function of TEI's release.
+// It is the regression for a planner that knew only 1.9.3's table: with
+// TEI_VERSION=1.8.x it picked 100- and 120- tags that did not exist before
+// 1.9.0, it could not use GB10 (12.1) GPUs or versioned arm64 images after
+// 1.9.3, and it would have sent 12.1 GPUs to 1.9.3's 12.0 build, which
+// refuses them.
+func TestImagesPerVersion(t *testing.T) {
+	type row struct {
+		cc, arch string
+		prefix   string // "" with ok false: no build
+		ok       bool
+	}
+	tests := []struct {
+		version  string
+		rows     []row
+		cpuARM64 string
+		pinned   bool
+	}{{
+		version: "1.8.1",
+		rows: []row{
+			{"7.5", archAMD64, "turing-", true}, {"8.0", archAMD64, "", true}, {"8.6", archAMD64, "86-", true},
+			{"8.9", archAMD64, "89-", true}, {"9.0", archAMD64, "hopper-", true},
+			{"10.0", archAMD64, "", false}, {"12.0", archAMD64, "", false}, {"12.1", archAMD64, "", false},
+			{"9.0", archARM64, "", false}, {"12.1", archARM64, "", false},
+		},
+		cpuARM64: "cpu-arm64-latest",
+	}, {
+		version: "1.9.0",
+		rows: []row{
+			{"9.0", archAMD64, "hopper-", true}, {"10.0", archAMD64, "100-", true}, {"12.0", archAMD64, "120-", true},
+			{"12.1", archAMD64, "", false}, {"10.3", archAMD64, "", false}, {"12.1", archARM64, "", false},
+		},
+		cpuARM64: "cpu-arm64-latest",
+	}, {
+		version: "1.9.3",
+		rows: []row{
+			{"10.0", archAMD64, "100-", true}, {"12.0", archAMD64, "120-", true},
+			{"12.1", archAMD64, "", false}, {"12.1", archARM64, "", false}, {"9.0", archARM64, "", false},
+		},
+		cpuARM64: "cpu-arm64-latest",
+	}, {
+		version: "1.10.0",
+		rows: []row{
+			{"8.6", archAMD64, "86-", true}, {"10.0", archAMD64, "100-", true}, {"12.0", archAMD64, "120-", true},
+			{"12.1", archAMD64, "120-", true}, // main's check lets the 12.0 build run on 12.1
+			{"12.1", archARM64, "121-", true}, // the GB10 build is linux/arm64 only
+			{"12.0", archARM64, "", false}, {"9.0", archARM64, "", false}, {"10.3", archAMD64, "", false},
+		},
+		cpuARM64: "cpu-arm64-1.10.0", pinned: true,
+	}}
+	for _, tt := range tests {
+		t.Run(tt.version, func(t *testing.T) {
+			table := imagesFor(tt.version)
+			for _, r := range tt.rows {
+				b, ok := table.buildFor(r.cc, r.arch)
+				if ok != r.ok || b.prefix != r.prefix {
+					t.Errorf("buildFor(%s, %s) = %q, %v; want %q, %v", r.cc, r.arch, b.prefix, ok, r.prefix, r.ok)
+				}
+			}
+			if ref, pinned := table.cpuImage(archARM64); ref != imageRef(tt.cpuARM64) || pinned != tt.pinned {
+				t.Errorf("arm64 CPU image %s (pinned %v), want %s (%v)", ref, pinned, tt.cpuARM64, tt.pinned)
+			}
+			if ref, pinned := table.cpuImage(archAMD64); ref != imageRef("cpu-"+tt.version) || !pinned {
+				t.Errorf("amd64 CPU image %s (pinned %v)", ref, pinned)
+			}
+		})
+	}
+}
+
 func TestRunsOn(t *testing.T) {
-	for runtime := 60; runtime <= 130; runtime++ {
-		for _, b := range builds {
-			want := b.cc == runtime ||
-				(b.cc == 80 && runtime >= 80 && runtime <= 89) ||
-				(b.cc == 86 && runtime >= 86 && runtime <= 89)
-			if got := runsOn(b.cc, runtime); got != want {
-				t.Errorf("runsOn(%d, %d) = %v, want %v", b.cc, runtime, got, want)
+	for _, version := range []string{"1.8.1", "1.9.3", "1.10.0"} {
+		table := imagesFor(version)
+		wide := version == "1.10.0"
+		for runtime := 60; runtime <= 130; runtime++ {
+			for _, b := range table.builds {
+				want := b.cc == runtime ||
+					(b.cc == 80 && runtime >= 80 && runtime <= 89) ||
+					(b.cc == 86 && runtime >= 86 && runtime <= 89) ||
+					(wide && b.cc == 120 && runtime == 121)
+				if got := table.runsOn(b.cc, runtime); got != want {
+					t.Errorf("%s: runsOn(%d, %d) = %v, want %v", version, b.cc, runtime, got, want)
+				}
 			}
 		}
 	}
 }
 
-func TestCPUImage(t *testing.T) {
+// TestImageReferences reads tags with Docker's reference grammar. It is the
+// regression for reading the text after the last colon: the digest of a
+// digest-pinned CPU image (…:cpu-1.9.3@sha256:…) was taken for its tag, so
+// the CPU image was planned onto GPU 0.
+func TestImageReferences(t *testing.T) {
+	const digest = "@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	tests := []struct {
-		arch, version, want string
-		pinned              bool
+		ref     string
+		tag     string
+		version string
+		kind    imageKind
 	}{
-		{"amd64", "1.9.3", Registry + ":cpu-1.9.3", true},
-		{"amd64", "1.8.1", Registry + ":cpu-1.8.1", true},
-		{"arm64", "1.9.3", Registry + ":cpu-arm64-latest", false},
-		{"arm64", "1.9.2", Registry + ":cpu-arm64-latest", false},
-		{"arm64", "1.10.0", Registry + ":cpu-arm64-1.10.0", true},
+		{Registry + ":cpu-1.9.3", "cpu-1.9.3", "1.9.3", imageCPU},
+		{Registry + ":cpu-1.9.3" + digest, "cpu-1.9.3", "1.9.3", imageCPU},
+		{Registry + ":cpu-arm64-latest", "cpu-arm64-latest", "", imageCPU},
+		{Registry + ":cpu-arm64-1.10.0", "cpu-arm64-1.10.0", "1.10.0", imageCPU},
+		{Registry + ":89-1.9.3", "89-1.9.3", "1.9.3", imageCUDA},
+		{Registry + ":hopper-1.9.3" + digest, "hopper-1.9.3", "1.9.3", imageCUDA},
+		{Registry + ":1.9.3", "1.9.3", "1.9.3", imageCUDA},
+		{Registry + ":cuda-latest", "cuda-latest", "", imageCUDA},
+		{Registry + digest, "", "", imageUnknown},
+		{"mirror.local:5000/hf/text-embeddings-inference:turing-1.8.0", "turing-1.8.0", "1.8.0", imageCUDA},
+		{"localhost:5000/tei:cpu-dev", "cpu-dev", "", imageCPU},
+		{"localhost:5000/tei", "", "", imageUnknown},
+		{"localhost:5000/tei:1.9.3", "1.9.3", "1.9.3", imageUnknown}, // not TEI's repository
+		{"registry.local/tei:custom", "custom", "", imageUnknown},
+		{"cpu-tei", "", "", imageUnknown}, // a name, not a tag
+		{"not a reference", "", "", imageUnknown},
 	}
 	for _, tt := range tests {
-		ref, pinned := cpuImage(tt.arch, tt.version)
-		if ref != tt.want || pinned != tt.pinned {
-			t.Errorf("cpuImage(%s, %s) = %s, %v; want %s, %v", tt.arch, tt.version, ref, pinned, tt.want, tt.pinned)
-		}
-	}
-}
-
-func TestIsCPUImage(t *testing.T) {
-	for ref, want := range map[string]bool{
-		Registry + ":cpu-1.9.3":        true,
-		Registry + ":cpu-arm64-latest": true,
-		Registry + ":89-1.9.3":         false,
-		"localhost:5000/tei:cpu-dev":   true,
-		"localhost:5000/tei":           false,
-		"cpu-tei":                      true,
-	} {
-		if got := isCPUImage(ref); got != want {
-			t.Errorf("isCPUImage(%q) = %v, want %v", ref, got, want)
-		}
+		t.Run(tt.ref, func(t *testing.T) {
+			if got := ImageTag(tt.ref); got != tt.tag {
+				t.Errorf("ImageTag = %q, want %q", got, tt.tag)
+			}
+			if got, ok := ImageVersion(tt.ref); got != tt.version || ok != (tt.version != "") {
+				t.Errorf("ImageVersion = %q, %v; want %q", got, ok, tt.version)
+			}
+			if got := kindOfImage(tt.ref); got != tt.kind {
+				t.Errorf("kindOfImage = %v, want %v", got, tt.kind)
+			}
+		})
 	}
 }
 

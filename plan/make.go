@@ -17,11 +17,11 @@ const (
 	kindMetal = "metal"
 )
 
-// target is where one model runs and the image that runs it.
+// target is where one TEI runs and the image that runs it.
 type target struct {
 	kind string
-	// gpu is the detected GPU for kindCUDA; nil when CUDA was forced (or an
-	// image pinned) without a detected GPU, at gpuIndex.
+	// gpu is the detected GPU for kindCUDA; nil when an image was pinned
+	// without a detected GPU, at gpuIndex.
 	gpu      *hwdetect.GPU
 	gpuIndex int
 	image    string
@@ -55,51 +55,124 @@ func (t target) sameDevice(o target) bool {
 	return t.kind == o.kind && (t.kind != kindCUDA || t.gpuIndex == o.gpuIndex)
 }
 
+// gpuRef is a GPU a role may run on: detected, or (gpu nil) assumed at
+// index for a pinned image.
+type gpuRef struct {
+	gpu   *hwdetect.GPU
+	index int
+}
+
+// placement is where one role's TEIs may run, before they are counted:
+// the device kind and, on CUDA, the candidate GPUs, best first.
+type placement struct {
+	role Role
+	kind string
+	gpus []gpuRef
+	// only is set when the role is held to its one GPU (cuda:N, or the
+	// GPU assumed for a pinned image): what holds it, for messages.
+	only string
+	// deviceEnv is the setting that chose the device (EMBEDDING_DEVICE or
+	// RERANK_DEVICE); forcedBy is it when it forced CUDA, else empty.
+	deviceEnv, forcedBy string
+	// forcedWhy prefixes the GPU reasons of a forced device.
+	forcedWhy    string
+	pin, pinName string
+	// base is the target of CPU and Metal placements.
+	base target
+
+	// Set by assign: each replica's GPU (CUDA) and why there are this many.
+	slots    []gpuRef
+	count    int
+	countWhy string
+	// gpuWhy explains the GPU of a replica on g.
+	gpuWhy func(g gpuRef) string
+}
+
+// replicasSetting is the role's replica count setting, and its name.
+func (m *maker) replicasSetting(role Role) (int, string) {
+	if role == RoleRerank {
+		return m.s.RerankReplicas, "RERANK_REPLICAS"
+	}
+	return m.s.EmbeddingReplicas, "EMBEDDING_REPLICAS"
+}
+
 // maker holds one Make call's inputs.
 type maker struct {
 	hw      hwdetect.Hardware
 	s       Settings
 	version string
+	images  images
+	// warnings concern the whole result; advice adds its own.
+	warnings []string
 }
 
-// Make plans TEI for the hardware and settings. It fails on invalid settings
-// and on a forced device that cannot work (EMBEDDING_DEVICE=mps off Apple
-// Silicon, cuda:N for a missing GPU, CUDA on a GPU no TEI build runs on).
+// arch is the platform images are chosen for: Go's name, amd64 when
+// unknown.
+func (m *maker) arch() string { return cmp.Or(m.hw.Arch, archAMD64) }
+
+// Make plans TEI for the hardware and settings: one Plan per replica. It
+// fails on invalid settings and on a forced device that cannot work
+// (EMBEDDING_DEVICE=mps off Apple Silicon, cuda or cuda:N without that GPU,
+// CUDA on a GPU no TEI build runs on, a CUDA device with a CPU image
+// pinned or the CPU with a CUDA image), and on replica counts the GPUs
+// cannot hold.
 func Make(hw hwdetect.Hardware, s Settings) (Result, error) {
 	if err := s.Validate(); err != nil {
 		return Result{}, err
 	}
-	m := &maker{hw: applyComputeCap(hw, s.ComputeCap), s: s, version: s.teiVersion()}
+	version := s.teiVersion()
+	m := &maker{hw: applyComputeCap(hw, s.ComputeCap), s: s, version: version, images: imagesFor(version)}
 
-	emb, err := m.target(RoleEmbedding, parseDevice(s.Device), "EMBEDDING_DEVICE", nil)
+	emb, err := m.place(RoleEmbedding, parseDevice(s.Device), "EMBEDDING_DEVICE")
 	if err != nil {
 		return Result{}, err
 	}
-	targets := []target{emb}
+	var rer *placement
 	if s.rerankEnabled() {
 		dev, envName := parseDevice(s.RerankDevice), "RERANK_DEVICE"
 		if s.RerankDevice == "" {
 			dev, envName = parseDevice(s.Device), "EMBEDDING_DEVICE"
 		}
-		rer, err := m.target(RoleRerank, dev, envName, &emb)
-		if err != nil {
+		if rer, err = m.place(RoleRerank, dev, envName); err != nil {
 			return Result{}, err
 		}
-		targets = append(targets, rer)
+	}
+	if err := m.assign(emb, rer); err != nil {
+		return Result{}, err
 	}
 
-	res := Result{Device: emb.device(), Platform: m.platformSummary(), TEIVersion: m.version}
-	roles := []Role{RoleEmbedding, RoleRerank}
-	for i, t := range targets {
-		sharing := 0
-		for _, o := range targets {
-			if o.sameDevice(t) {
-				sharing++
+	var reps []replica
+	for _, pl := range []*placement{emb, rer} {
+		if pl == nil {
+			continue
+		}
+		for i := range pl.count {
+			t, err := m.replicaTarget(pl, i)
+			if err != nil {
+				return Result{}, err
+			}
+			reps = append(reps, replica{role: pl.role, index: i, count: pl.count, countWhy: pl.countWhy, target: t})
+		}
+	}
+	native := 0
+	for i := range reps {
+		for _, o := range reps {
+			if o.target.sameDevice(reps[i].target) {
+				reps[i].sharers = append(reps[i].sharers, o.name())
 			}
 		}
-		res.Plans = append(res.Plans, m.plan(roles[i], t, sharing))
+		if reps[i].target.kind == kindMetal {
+			reps[i].nativeOrdinal = native
+			native++
+		}
 	}
-	res.Plugin = m.pluginSettings(targets)
+
+	res := Result{Platform: m.platformSummary(), TEIVersion: m.version}
+	for _, r := range reps {
+		res.Plans = append(res.Plans, m.plan(r))
+	}
+	res.Device = res.Plans[0].Device
+	res.Plugin = m.pluginSettings(res)
 	res.Warnings, res.Recommendations = m.advice(res)
 	return res, nil
 }
@@ -118,91 +191,100 @@ func applyComputeCap(hw hwdetect.Hardware, cc string) hwdetect.Hardware {
 	return hw
 }
 
-// target decides where role runs. dev is the device forced by the setting
-// envName; emb is the embedding model's target when role is the reranker.
-func (m *maker) target(role Role, dev device, envName string, emb *target) (target, error) {
-	pin := m.s.Image
-	pinName := "TEI_IMAGE"
+// place decides where role's TEIs may run. dev is the device forced by the
+// setting envName.
+func (m *maker) place(role Role, dev device, envName string) (*placement, error) {
+	pl := &placement{role: role, deviceEnv: envName, pin: m.s.Image, pinName: "TEI_IMAGE"}
 	if role == RoleRerank && m.s.RerankImage != "" {
-		pin, pinName = m.s.RerankImage, "TEI_RERANK_IMAGE"
+		pl.pin, pl.pinName = m.s.RerankImage, "TEI_RERANK_IMAGE"
+	}
+	asCPU := func(why string) *placement {
+		pl.kind, pl.base = kindCPU, m.cpuTarget(why, pl.pin, pl.pinName)
+		return pl
 	}
 	switch dev.kind {
 	case "mps":
 		if m.hw.Apple == nil {
-			return target{}, fmt.Errorf("%s=mps needs Apple Silicon; this machine is %s/%s", envName, m.hw.OS, m.hw.Arch)
+			return nil, fmt.Errorf("%s=mps needs Apple Silicon; this machine is %s/%s", envName, m.hw.OS, m.hw.Arch)
 		}
-		return m.metalTarget(envName + "=mps"), nil
+		pl.kind, pl.base = kindMetal, m.metalTarget(envName+"=mps")
+		return pl, nil
 	case "cpu":
-		return m.cpuTarget(envName+"=cpu forces the CPU", pin, pinName), nil
-	case "cuda":
-		gpu, idx, why, err := m.forcedGPU(role, dev, emb, envName)
-		if err != nil {
-			return target{}, err
+		if pl.pin != "" && kindOfImage(pl.pin) == imageCUDA {
+			return nil, fmt.Errorf("%s=cpu, but %s=%s is a CUDA image: pin a CPU image (%s), or unset %s",
+				envName, pl.pinName, pl.pin, imageRef("cpu-"+m.version), envName)
 		}
-		return m.cudaTarget(gpu, idx, why, pin, pinName, envName)
+		return asCPU(envName + "=cpu forces the CPU"), nil
+	case "cuda":
+		return m.placeForcedCUDA(pl, dev)
 	}
 
 	// auto
-	if pin != "" && isCPUImage(pin) {
-		return m.cpuTarget(pinName+" names a CPU image", pin, pinName), nil
+	if pl.pin != "" && isCPUImage(pl.pin) {
+		return asCPU(pl.pinName + " names a CPU image"), nil
 	}
-	if pin == "" && m.hw.Apple != nil {
-		return m.metalTarget("Apple Silicon: TEI runs natively on Metal; Docker cannot reach the GPU"), nil
+	if pl.pin == "" && m.hw.Apple != nil {
+		pl.kind, pl.base = kindMetal, m.metalTarget("Apple Silicon: TEI runs natively on Metal; Docker cannot reach the GPU")
+		return pl, nil
 	}
-	if role == RoleRerank && emb != nil && emb.kind == kindCPU && pin == "" {
-		return m.cpuTarget("as the embedding model: no GPU TEI can use", pin, pinName), nil
-	}
-	ranked, rejected := m.rankGPUs(pin != "")
+	ranked, rejected := m.rankGPUs(pl.pin != "")
 	if len(ranked) == 0 {
-		if pin != "" {
+		if pl.pin != "" {
 			// A pinned GPU image is trusted without a detected GPU.
-			return m.cudaTarget(nil, 0, pinName+" names a GPU image; no GPU was detected, so GPU 0 is assumed", pin, pinName, "")
+			pl.kind, pl.gpus = kindCUDA, []gpuRef{{nil, 0}}
+			pl.only = "the GPU assumed for " + pl.pinName
+			pl.forcedWhy = pl.pinName + " names a GPU image; no GPU was detected, so GPU 0 is assumed"
+			return pl, nil
 		}
-		return m.cpuTarget(m.noGPUWhy(rejected), "", pinName), nil
+		return asCPU(m.noGPUWhy(rejected)), nil
 	}
-	pick, why := ranked[0], m.gpuWhy(ranked[0], "the best GPU TEI can use")
-	if role == RoleRerank && emb != nil {
-		if len(ranked) > 1 && emb.kind == kindCUDA && ranked[0].Index == emb.gpuIndex {
-			pick, why = ranked[1], m.gpuWhy(ranked[1], "the second GPU, so embedding and reranking do not compete (TEI uses one GPU per process)")
-		} else if emb.kind == kindCUDA {
-			for _, g := range ranked {
-				if g.Index == emb.gpuIndex {
-					pick, why = g, m.gpuWhy(g, "shared with the embedding model: the only GPU TEI can use")
-				}
-			}
-		}
+	pl.kind = kindCUDA
+	for i := range ranked {
+		pl.gpus = append(pl.gpus, gpuRef{&ranked[i], ranked[i].Index})
 	}
-	return m.cudaTarget(&pick, pick.Index, why, pin, pinName, "")
+	return pl, nil
 }
 
-// forcedGPU resolves EMBEDDING_DEVICE=cuda or cuda:N.
-func (m *maker) forcedGPU(role Role, dev device, emb *target, envName string) (*hwdetect.GPU, int, string, error) {
-	gpus := m.hw.GPUs
+// placeForcedCUDA resolves EMBEDDING_DEVICE=cuda or cuda:N. A forced
+// device that cannot work is an error, never a fallback.
+func (m *maker) placeForcedCUDA(pl *placement, dev device) (*placement, error) {
+	setting := fmt.Sprintf("%s=cuda", pl.deviceEnv)
 	if dev.index >= 0 {
-		for i := range gpus {
-			if gpus[i].Index == dev.index {
-				return &gpus[i], dev.index, fmt.Sprintf("%s=cuda:%d", envName, dev.index), nil
-			}
-		}
-		if len(gpus) > 0 {
-			return nil, 0, "", fmt.Errorf("%s=cuda:%d, but the detected GPUs are %s", envName, dev.index, gpuIndexes(gpus))
-		}
-		return nil, dev.index, fmt.Sprintf("%s=cuda:%d; no GPU was detected, so it is trusted", envName, dev.index), nil
+		setting += ":" + itoa(dev.index)
 	}
-	pinned := m.s.Image != "" || (role == RoleRerank && m.s.RerankImage != "")
-	ranked, _ := m.rankGPUs(pinned)
-	if len(ranked) == 0 {
-		if len(gpus) > 0 {
-			// Let cudaTarget explain why the first GPU cannot run TEI.
-			return &gpus[0], gpus[0].Index, envName + "=cuda", nil
+	if pl.pin != "" && isCPUImage(pl.pin) {
+		return nil, fmt.Errorf("%s asks for a GPU, but %s=%s is a CPU image: pin a CUDA image, or set %s=cpu",
+			setting, pl.pinName, pl.pin, pl.deviceEnv)
+	}
+	gpus := m.hw.GPUs
+	if len(gpus) == 0 {
+		return nil, fmt.Errorf("%s, but no NVIDIA GPU was detected (neither nvidia-smi nor the PCI bus shows one): set %s=cpu, or auto to let the plan decide",
+			setting, pl.deviceEnv)
+	}
+	pl.kind, pl.forcedBy, pl.forcedWhy = kindCUDA, pl.deviceEnv, setting
+	if dev.index >= 0 {
+		i := slices.IndexFunc(gpus, func(g hwdetect.GPU) bool { return g.Index == dev.index })
+		if i < 0 {
+			return nil, fmt.Errorf("%s, but the detected GPUs are %s", setting, gpuIndexes(gpus))
 		}
-		return nil, 0, envName + "=cuda; no GPU was detected, so GPU 0 is assumed", nil
+		pl.gpus, pl.only = []gpuRef{{&gpus[i], dev.index}}, setting
+	} else {
+		ranked, _ := m.rankGPUs(pl.pin != "")
+		for i := range ranked {
+			pl.gpus = append(pl.gpus, gpuRef{&ranked[i], ranked[i].Index})
+		}
+		if len(pl.gpus) == 0 {
+			// None can run TEI: the first GPU's target says why.
+			pl.gpus, pl.only = []gpuRef{{&gpus[0], gpus[0].Index}}, setting
+		}
 	}
-	pick := ranked[0]
-	if role == RoleRerank && emb != nil && len(ranked) > 1 && ranked[0].Index == emb.gpuIndex {
-		pick = ranked[1]
+	// Fail now on a GPU no build runs on, before counting replicas.
+	for _, g := range pl.gpus {
+		if _, err := m.cudaTarget(g.gpu, g.index, "", pl.pin, pl.pinName, pl.forcedBy); err != nil {
+			return nil, err
+		}
 	}
-	return &pick, pick.Index, m.gpuWhy(pick, envName+"=cuda"), nil
+	return pl, nil
 }
 
 // rankGPUs orders the GPUs TEI can use, best first: a known build before an
@@ -210,19 +292,20 @@ func (m *maker) forcedGPU(role Role, dev device, emb *target, envName string) (*
 // index. rejected explains each GPU left out. With a pinned image every GPU
 // is a candidate: the user brings the build.
 func (m *maker) rankGPUs(pinned bool) (ranked []hwdetect.GPU, rejected []string) {
+	arch := m.arch()
 	for _, g := range m.hw.GPUs {
 		switch {
 		case pinned:
 			ranked = append(ranked, g)
-		case m.hw.Arch != "amd64":
-			rejected = append(rejected, fmt.Sprintf("GPU %d (%s): TEI %s publishes CUDA images for linux/amd64 only", g.Index, g.Name.Value, m.version))
+		case !g.ComputeCap.Known() && arch == archAMD64:
+			ranked = append(ranked, g) // the all-in-one image picks its build
 		case !g.ComputeCap.Known():
-			ranked = append(ranked, g)
+			rejected = append(rejected, fmt.Sprintf("GPU %d (%s): compute capability unknown, and TEI %s's all-in-one CUDA image is linux/amd64 only", g.Index, g.Name.Value, m.version))
 		default:
-			if _, ok := buildFor(g.ComputeCap.Value); ok {
+			if _, ok := m.images.buildFor(g.ComputeCap.Value, arch); ok {
 				ranked = append(ranked, g)
 			} else {
-				rejected = append(rejected, fmt.Sprintf("GPU %d (%s): %s", g.Index, g.Name.Value, noBuildWhy(g.ComputeCap.Value, m.version)))
+				rejected = append(rejected, fmt.Sprintf("GPU %d (%s): %s", g.Index, g.Name.Value, m.images.noBuildWhy(g.ComputeCap.Value, arch)))
 			}
 		}
 	}
@@ -243,23 +326,11 @@ func (m *maker) rankGPUs(pinned bool) (ranked []hwdetect.GPU, rejected []string)
 	return ranked, rejected
 }
 
-// noBuildWhy says why no TEI build runs on compute capability cc.
-func noBuildWhy(cc, version string) string {
-	if n, err := ccNumber(cc); err == nil && n < 75 {
-		return fmt.Sprintf("compute capability %s is older than Turing (7.5), the oldest TEI %s supports", cc, version)
-	}
-	return fmt.Sprintf("no TEI %s build runs on compute capability %s (builds beyond 8.x run only on their exact compute capability)", version, cc)
-}
-
 func (m *maker) noGPUWhy(rejected []string) string {
 	if len(rejected) == 0 {
 		return "no NVIDIA GPU detected"
 	}
 	return strings.Join(rejected, "; ") + ": running on the CPU instead"
-}
-
-func (m *maker) gpuWhy(g hwdetect.GPU, role string) string {
-	return fmt.Sprintf("GPU %d (%s, %s): %s", g.Index, g.Name.Value, describeMemory(g.MemoryMiB), role)
 }
 
 func describeMemory(f hwdetect.Fact[int64]) string {
@@ -286,10 +357,10 @@ func (m *maker) cpuTarget(why, pin, pinName string) target {
 	}
 	arch := m.hw.Arch
 	if m.hw.OS == "darwin" && m.hw.Apple != nil {
-		arch = "arm64"
+		arch = archARM64
 		t.warnings = append(t.warnings, "Docker on macOS runs TEI in a Linux VM without Metal: expect CPU speed; EMBEDDING_DEVICE=mps runs it natively on the GPU")
 	}
-	ref, pinned := cpuImage(arch, m.version)
+	ref, pinned := m.images.cpuImage(arch)
 	t.image = ref
 	if !pinned {
 		t.reasons = append(t.reasons, Reason{"image", ref, fmt.Sprintf("arm64 CPU: TEI %s has no versioned arm64 image; cpu-arm64-latest is the tag that exists", m.version)})
@@ -306,312 +377,51 @@ func (m *maker) cpuTarget(why, pin, pinName string) target {
 func (m *maker) cudaTarget(gpu *hwdetect.GPU, index int, why, pin, pinName, forcedBy string) (target, error) {
 	t := target{kind: kindCUDA, gpu: gpu, gpuIndex: index, reasons: []Reason{{"gpu", itoa(index), why}}}
 	if pin != "" {
-		if isCPUImage(pin) {
-			return m.cpuTarget(pinName+" names a CPU image", pin, pinName), nil
-		}
 		t.image = pin
 		t.reasons = append(t.reasons, Reason{"image", pin, "pinned by " + pinName})
 		return t, nil
 	}
-	if forcedBy != "" && m.hw.Arch != "amd64" && m.hw.Arch != "" {
-		return target{}, fmt.Errorf("%s=cuda: TEI %s publishes CUDA images for linux/amd64 only, and this machine is %s; set TEI_IMAGE to a CUDA build for it", forcedBy, m.version, m.hw.Arch)
+	forced := cmp.Or(forcedBy, "EMBEDDING_DEVICE")
+	arch := m.arch()
+	if !m.images.hasCUDA(arch) {
+		return target{}, fmt.Errorf("%s=cuda: TEI %s publishes CUDA images for linux/amd64 only, and this machine is %s; set TEI_IMAGE to a CUDA build for it", forced, m.version, arch)
 	}
 	if gpu == nil || !gpu.ComputeCap.Known() {
+		if arch != archAMD64 {
+			return target{}, fmt.Errorf("%s=cuda: GPU %d's compute capability is unknown, and TEI %s's all-in-one CUDA image is linux/amd64 only: set GPU_COMPUTE_CAP or TEI_IMAGE", forced, index, m.version)
+		}
 		t.image = imageRef("cuda-" + m.version)
 		t.reasons = append(t.reasons, Reason{"image", t.image, "compute capability unknown: the all-in-one image picks its build from the GPU at start"})
 		t.warnings = append(t.warnings, fmt.Sprintf("GPU %d's compute capability is unknown (no nvidia-smi, device id not in the table): using the all-in-one cuda-%s image; set GPU_COMPUTE_CAP (e.g. 8.6) to pin the exact image", index, m.version))
 		return t, nil
 	}
 	cc := gpu.ComputeCap.Value
-	b, ok := buildFor(cc)
+	b, ok := m.images.buildFor(cc, arch)
 	if !ok {
-		return target{}, fmt.Errorf("%s=cuda: GPU %d (%s): %s", cmp.Or(forcedBy, "EMBEDDING_DEVICE"), index, gpu.Name.Value, noBuildWhy(cc, m.version))
+		return target{}, fmt.Errorf("%s=cuda: GPU %d (%s): %s", forced, index, gpu.Name.Value, m.images.noBuildWhy(cc, arch))
 	}
 	t.image = imageRef(b.prefix + m.version)
 	rule := "exact match"
 	if n, _ := ccNumber(cc); n != b.cc {
-		rule = fmt.Sprintf("TEI's rule lets a %d.%d build run on %s", b.cc/10, b.cc%10, cc)
+		rule = fmt.Sprintf("TEI %s's rule lets a %d.%d build run on %s", m.version, b.cc/10, b.cc%10, cc)
 	}
 	t.reasons = append(t.reasons, Reason{"image", t.image,
-		fmt.Sprintf("compute capability %s (from %s): TEI's %s build, %s", cc, gpu.ComputeCap.Source, b.label, rule)})
+		fmt.Sprintf("compute capability %s (from %s): TEI %s's %s build, %s", cc, gpu.ComputeCap.Source, m.version, b.label, rule)})
 	if b.cc == 75 || b.cc >= 100 {
 		t.warnings = append(t.warnings, fmt.Sprintf("TEI marks its %s build experimental", b.label))
 	}
 	return t, nil
 }
 
-// plan builds one model's plan on t; sharing counts the models on t's
-// memory (itself included).
-func (m *maker) plan(role Role, t target, sharing int) Plan {
-	modelID, revision := m.s.embeddingModel(), m.s.EmbeddingRevision
-	batchOverride := m.s.MaxBatchTokens
-	if role == RoleRerank {
-		modelID, revision = m.s.rerankModel(), m.s.RerankRevision
-		batchOverride = m.s.RerankMaxBatchTokens
+// replicaTarget is the target of pl's replica i.
+func (m *maker) replicaTarget(pl *placement, i int) (target, error) {
+	if pl.kind != kindCUDA {
+		t := pl.base
+		t.reasons = slices.Clone(t.reasons)
+		return t, nil
 	}
-	model := LookupModel(modelID)
-	defs := defaultsFor[t.platform()]
-	p := Plan{
-		Role:     role,
-		Model:    modelID,
-		Revision: revision,
-		Env:      map[string]string{},
-		GPUIDs:   []int{},
-		Device:   t.device(),
-		Reasons:  slices.Clone(t.reasons),
-		Warnings: append([]string{}, t.warnings...), // [] in JSON, not null
-	}
-	reason := func(field, choice, why string) {
-		p.Reasons = append(p.Reasons, Reason{field, choice, why})
-	}
-
-	if t.kind == kindMetal {
-		p.Backend, p.Binary = BackendNative, Binary
-	} else {
-		p.Backend, p.Image = BackendDocker, t.image
-		reason("backend", string(BackendDocker), "TEI's images carry the right CUDA or CPU build")
-	}
-	if t.kind == kindCUDA {
-		p.GPUIDs = []int{t.gpuIndex}
-	}
-	if !model.Known {
-		p.Warnings = append(p.Warnings, fmt.Sprintf("%s is not in the model table: sized as a 568M-parameter, 8192-token model; check TEI supports it", modelID))
-	} else if model.Note != "" {
-		reason("model", modelID, model.Note)
-	}
-
-	// dtype
-	p.DType = "float16"
-	switch {
-	case t.kind == kindCPU:
-		p.DType = "float32"
-		if m.s.FP16 != nil && *m.s.FP16 {
-			p.Warnings = append(p.Warnings, "EMBEDDING_FP16=true ignored: TEI's CPU backends run float32 only")
-		}
-		reason("dtype", p.DType, "TEI's CPU backends run float32")
-	case m.s.FP16 != nil && !*m.s.FP16:
-		p.DType = "float32"
-		reason("dtype", p.DType, "EMBEDDING_FP16=false")
-	default:
-		reason("dtype", p.DType, "half precision: TEI's default on CUDA and Metal, about twice as fast with practically the same embeddings")
-	}
-	dtypeBytes := 2
-	if p.DType == "float32" {
-		dtypeBytes = 4
-	}
-
-	// Input length.
-	want, wantWhy := m.s.MaxLen, "EMBEDDING_MAX_LEN"
-	if want == 0 {
-		want, wantWhy = defs.MaxLen, fmt.Sprintf("the plugin's %s default", t.platform())
-	}
-	p.MaxInputLength = want
-	if model.Known && want > model.MaxLen {
-		p.MaxInputLength = model.MaxLen
-		wantWhy += fmt.Sprintf(" (%d) capped at the model's %d", want, model.MaxLen)
-	}
-	reason("max_input_length", itoa(p.MaxInputLength), wantWhy)
-
-	// Batch tokens.
-	if batchOverride > 0 {
-		p.MaxBatchTokens = batchOverride
-		name := "TEI_MAX_BATCH_TOKENS"
-		if role == RoleRerank {
-			name = "TEI_RERANK_MAX_BATCH_TOKENS"
-		}
-		reason("max_batch_tokens", itoa(p.MaxBatchTokens), "set by "+name)
-		if batchOverride < p.MaxInputLength {
-			p.Warnings = append(p.Warnings, fmt.Sprintf("%s=%d is below the %d-token inputs wanted: TEI truncates inputs to it", name, batchOverride, p.MaxInputLength))
-		}
-	} else {
-		b := m.budget(t, model, dtypeBytes, sharing)
-		b.floor = p.MaxInputLength
-		tokens, why, warning := b.size()
-		p.MaxBatchTokens = tokens
-		reason("max_batch_tokens", itoa(tokens), why)
-		if warning != "" {
-			p.Warnings = append(p.Warnings, warning)
-		}
-	}
-
-	// Client batch size.
-	batch, batchWhy := m.s.Batch, "EMBEDDING_BATCH"
-	if batch == 0 {
-		batch, batchWhy = defs.Batch, fmt.Sprintf("the plugin's %s default EMBEDDING_BATCH", t.platform())
-	}
-	if role == RoleRerank {
-		k := cmp.Or(m.s.RerankK, defs.RerankK)
-		if k > batch {
-			batch, batchWhy = k, "RERANK_K: every candidate goes in one rerank call"
-		}
-	}
-	p.MaxClientBatchSize = batch
-	reason("max_client_batch_size", itoa(batch), batchWhy+"; the sidecar splits larger batches")
-
-	p.MaxConcurrentRequests = cmp.Or(m.s.MaxConcurrentRequests, DefaultMaxConcurrentRequests)
-	if m.s.MaxConcurrentRequests > 0 {
-		reason("max_concurrent_requests", itoa(p.MaxConcurrentRequests), "MAX_CONCURRENT_REQUESTS")
-	} else {
-		reason("max_concurrent_requests", itoa(p.MaxConcurrentRequests), "TEI's default; admission counts inputs, and 429s beyond it are back-pressure the sidecar retries")
-	}
-
-	cores := m.hw.CPU.UsableCores.Value
-	workers, workersWhy := tokenizationWorkers(t.kind, cores)
-	if m.hw.CPU.UsableCores.Source == hwdetect.SourceCgroup {
-		workersWhy += "; TEI's own default counts the host's cores, not the cgroup quota"
-	}
-	p.TokenizationWorkers = workers
-	reason("tokenization_workers", itoa(workers), workersWhy)
-
-	// Port.
-	portWhy := "TEI_PORT"
-	p.Port = m.s.Port
-	switch {
-	case p.Port == 0 && p.Backend == BackendNative:
-		p.Port, portWhy = 3000, "the native router's default"
-	case p.Port == 0:
-		p.Port, portWhy = 80, "the images' PORT; each container has its own network"
-	}
-	if role == RoleRerank && p.Backend == BackendNative {
-		p.Port++
-		portWhy = fmt.Sprintf("the port after the embedding router's %d (%s): both native routers share this machine's network", p.Port-1, portWhy)
-	}
-	reason("port", itoa(p.Port), portWhy)
-
-	// Environment.
-	p.Env["AUTO_TRUNCATE"] = "true"
-	reason("AUTO_TRUNCATE", "true", "inputs over the limit are cut, not refused; given as the variable, which TEI reads the same whether its --auto-truncate flag is a switch (before 1.9) or takes a value")
-	if t.kind == kindCPU {
-		if cores > 0 {
-			p.Env["RAYON_NUM_THREADS"] = itoa(cores)
-			reason("RAYON_NUM_THREADS", itoa(cores), fmt.Sprintf("the usable cores (from %s) instead of the image's fixed 8; a query's embed and rerank calls run one after the other, so each may use all", m.hw.CPU.UsableCores.Source))
-		} else {
-			reason("RAYON_NUM_THREADS", "8", "usable cores unknown: the image's default")
-		}
-	}
-	if m.s.HFToken != "" {
-		p.Env["HF_TOKEN"] = m.s.HFToken
-		p.SecretEnv = []string{"HF_TOKEN"}
-		reason("HF_TOKEN", Redacted, "passed through for gated or private models; never printed")
-	}
-
-	// Arguments.
-	args := []string{"--model-id", modelID}
-	if revision != "" {
-		args = append(args, "--revision", revision)
-		reason("revision", revision, "pinned by "+strings.ToUpper(string(role))+"_REVISION")
-	}
-	args = append(args,
-		"--dtype", p.DType,
-		"--max-batch-tokens", itoa(p.MaxBatchTokens),
-		"--max-client-batch-size", itoa(p.MaxClientBatchSize),
-		"--max-concurrent-requests", itoa(p.MaxConcurrentRequests),
-		"--tokenization-workers", itoa(p.TokenizationWorkers),
-		"--hostname", "0.0.0.0",
-		"--port", itoa(p.Port),
-		"--json-output",
-	)
-	reason("hostname", "0.0.0.0", "explicit: TEI reads the HOSTNAME variable as --hostname, and Docker sets it to the container id")
-	if p.Backend == BackendDocker {
-		reason("json_output", "--json-output", "the images' default CMD, which passing arguments replaces")
-	} else {
-		reason("json_output", "--json-output", "structured logs, as the images write them")
-	}
-	if p.Backend == BackendDocker {
-		args = append(args, "--huggingface-hub-cache", "/data")
-		reason("huggingface_hub_cache", "/data", "the images' cache directory: mount a volume there to keep downloads")
-	}
-	p.Args = args
-	if revision == "" {
-		reason("revision", "main", fmt.Sprintf("no %s_REVISION: the Hub's main branch", strings.ToUpper(string(role))))
-	}
-	return p
-}
-
-// budget describes the memory one model may use on t.
-func (m *maker) budget(t target, model Model, dtypeBytes, sharing int) budget {
-	b := budget{model: model, dtypeBytes: dtypeBytes, ceiling: teiDefaultBatchTokens}
-	switch t.kind {
-	case kindCUDA:
-		b.where = fmt.Sprintf("GPU %d's memory", t.gpuIndex)
-		if t.gpu != nil && t.gpu.MemoryMiB.Known() {
-			mem := t.gpu.MemoryMiB.Value
-			b.where = fmt.Sprintf("GPU %d's %d MiB", t.gpuIndex, mem)
-			b.shareMiB = (mem*gpuUsablePercent/100 - gpuReserveMiB) / int64(sharing)
-			b.ceiling = gpuCeiling(b.shareMiB)
-		}
-		n, err := ccNumber(t.ccValue())
-		b.quadratic = err != nil || n < 80 // flash attention from 8.0; unknown: assume none
-	case kindMetal:
-		b.where = "unified memory"
-		b.quadratic = true
-		if a := m.hw.Apple; a != nil && a.UnifiedMemoryBytes.Known() {
-			mem := a.UnifiedMemoryBytes.Value >> 20
-			b.where = fmt.Sprintf("%d MiB of unified memory", mem)
-			b.shareMiB = (mem*appleUsablePercent/100 - appleReserveMiB) / int64(sharing)
-		}
-	default:
-		b.where = "main memory"
-		b.quadratic = true
-		if mem := m.hw.Memory.UsableBytes() >> 20; mem > 0 {
-			b.where = fmt.Sprintf("%d MiB of main memory", mem)
-			b.shareMiB = mem * cpuUsablePercent / 100 / int64(sharing)
-		}
-	}
-	if sharing > 1 {
-		b.where += fmt.Sprintf(" (shared by %d models)", sharing)
-	}
-	return b
-}
-
-func (t target) ccValue() string {
-	if t.gpu == nil {
-		return ""
-	}
-	return t.gpu.ComputeCap.Value
-}
-
-// tokenizationWorkers sizes TEI's tokenizer pool, which by default takes
-// every core of the host. On GPU and Metal,
-// tokenizing feeds the accelerator, so it gets half the cores (1–8); on CPU
-// the model needs the cores, so it gets a quarter (1–4).
-func tokenizationWorkers(kind string, cores int) (int, string) {
-	if cores <= 0 {
-		return 1, "usable cores unknown"
-	}
-	if kind == kindCPU {
-		return min(max(cores/4, 1), 4), fmt.Sprintf("a quarter of the %d usable cores (1–4): inference needs the rest", cores)
-	}
-	return min(max(cores/2, 1), 8), fmt.Sprintf("half of the %d usable cores (1–8), to keep the accelerator fed", cores)
-}
-
-// pluginSettings fills the plugin's .env values from the plans.
-func (m *maker) pluginSettings(targets []target) PluginSettings {
-	emb := targets[0]
-	defs := defaultsFor[emb.platform()]
-	ps := PluginSettings{
-		EmbeddingDevice: emb.device(),
-		EmbeddingModel:  m.s.embeddingModel(),
-		RerankModel:     m.s.rerankModel(),
-		Batch:           cmp.Or(m.s.Batch, defs.Batch),
-		FP16:            emb.kind != kindCPU && (m.s.FP16 == nil || *m.s.FP16),
-		CacheSize:       defs.CacheSize,
-		RerankEnable:    m.s.rerankEnabled(),
-		RerankK:         cmp.Or(m.s.RerankK, defs.RerankK),
-		RerankFinalN:    cmp.Or(m.s.RerankFinalN, defs.RerankFinalN),
-	}
-	ps.RerankFinalN = min(ps.RerankFinalN, ps.RerankK)
-	if m.s.CacheSize != nil {
-		ps.CacheSize = *m.s.CacheSize
-	}
-	ps.MaxLen = cmp.Or(m.s.MaxLen, defs.MaxLen)
-	if model := LookupModel(ps.EmbeddingModel); model.Known {
-		ps.MaxLen = min(ps.MaxLen, model.MaxLen)
-	}
-	if len(targets) > 1 {
-		ps.RerankDevice = targets[1].device()
-	}
-	return ps
+	g := pl.slots[i]
+	return m.cudaTarget(g.gpu, g.index, pl.gpuWhy(g), pl.pin, pl.pinName, pl.forcedBy)
 }
 
 func gpuIndexes(gpus []hwdetect.GPU) string {

@@ -1,7 +1,8 @@
 // Package plan turns detected hardware and the user's settings into what to
 // launch: for each model (the embedding model, and the reranker unless
-// disabled) a TEI image or native binary, its arguments and environment, the
-// GPU it runs on, and a one-line reason for every choice.
+// disabled) a pool of TEI replicas, each with its image or native binary,
+// its arguments and environment, the GPU it runs on, and a one-line reason
+// for every choice.
 package plan
 
 import (
@@ -45,10 +46,15 @@ type Reason struct {
 	Why string `json:"why"`
 }
 
-// Plan is how to launch TEI for one model. The launcher consumes it; its
-// fields are stable.
+// Plan is how to launch one TEI: one replica of one model. The launcher
+// consumes it; its fields, and their JSON names in detect's --json report
+// (schema_version 1), are stable: new fields may appear, none change
+// meaning.
 type Plan struct {
-	Role     Role    `json:"role"`
+	Role Role `json:"role"`
+	// Replica is this TEI's index among its role's replicas, from 0. A
+	// launcher names each replica apart (Name) and gives it GPUIDs alone.
+	Replica  int     `json:"replica"`
 	Model    string  `json:"model"`
 	Revision string  `json:"revision,omitempty"`
 	Backend  Backend `json:"backend"`
@@ -63,13 +69,18 @@ type Plan struct {
 	// launcher passes them on, and every printed form redacts them.
 	Env       map[string]string `json:"env"`
 	SecretEnv []string          `json:"secret_env,omitempty"`
-	// GPUIDs are the GPUs (nvidia-smi indexes) given to the container,
-	// one replica per GPU; empty on CPU and Metal.
+	// GPUIDs are the GPUs (nvidia-smi indexes) given to the container:
+	// one, as TEI serves one GPU per process; empty on CPU and Metal.
 	GPUIDs []int `json:"gpu_ids"`
 	// Device is the plugin's name for where it runs: cpu, cuda:N or mps.
 	Device string `json:"device"`
-	// DType is float16 or float32.
+	// DType is float16 or float32, passed as --dtype; empty when the plan
+	// does not know the model's architecture and leaves it to TEI.
 	DType string `json:"dtype"`
+	// MemoryBudgetMiB is the memory this TEI is sized for: its share of its
+	// GPU's (or the host's) usable memory, split between the TEIs on it.
+	// Zero when the memory is unknown. Its reason says how.
+	MemoryBudgetMiB int64 `json:"memory_budget_mib"`
 	// Port is the port TEI listens on (inside the container for Docker).
 	Port                  int `json:"port"`
 	MaxBatchTokens        int `json:"max_batch_tokens"`
@@ -82,10 +93,19 @@ type Plan struct {
 	Warnings            []string `json:"warnings"`
 }
 
+// Name tells a role's replicas apart: "embed", "embed-1", …, "rerank",
+// "rerank-1", …. Replica 0 keeps the plain name, so a one-replica pool is
+// named as before replicas existed. Launchers and compose files prefix it
+// ("tei-embed-1").
+func (p Plan) Name() string { return replicaName(p.Role, p.Replica) }
+
 // Hash identifies what defines the launch: the image or binary, the
-// arguments, the environment and the GPUs. A launcher labels containers
-// with it and replaces one whose label differs. Secret values are left out,
-// so rotating a token does not restart TEI.
+// arguments, the environment, the GPUs and the replica index. A launcher
+// labels containers with it and replaces one whose label differs. Secret
+// values are left out, so rotating a token does not restart TEI. Replica 0
+// hashes without its index, as plans did before replicas, so a one-replica
+// pool's containers survive the upgrade; every other replica's index is
+// hashed, so no two replicas share a hash, even on one GPU.
 func (p Plan) Hash() string {
 	h := sha256.New()
 	write := func(parts ...string) {
@@ -109,6 +129,9 @@ func (p Plan) Hash() string {
 		ids[i] = itoa(id)
 	}
 	write(ids...)
+	if p.Replica > 0 {
+		write("replica", itoa(p.Replica))
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -138,16 +161,18 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 	}{plain(p.Redact()), p.Hash()})
 }
 
-// Result is a whole plan: the platform, one Plan per model, and what to tell
-// the user.
+// Result is a whole plan: the platform, one Plan per replica, and what to
+// tell the user.
 type Result struct {
 	// Platform summarises the hardware in one line.
 	Platform string `json:"platform"`
-	// Device is where the embedding model runs: cpu, cuda:N or mps.
+	// Device is where the embedding model's first replica runs: cpu,
+	// cuda:N or mps.
 	Device string `json:"device"`
 	// TEIVersion is the TEI release the images are pinned to.
 	TEIVersion string `json:"tei_version"`
-	// Plans has the embedding plan first, then the reranker's if enabled.
+	// Plans has one plan per replica: the embedding model's, by Replica,
+	// then the reranker's if enabled.
 	Plans []Plan `json:"plans"`
 	// Plugin is the retrieval plugin's settings that go with the plans.
 	Plugin          PluginSettings `json:"plugin"`
@@ -155,7 +180,7 @@ type Result struct {
 	Recommendations []string       `json:"recommendations"`
 }
 
-// Plan returns the plan for role, if any.
+// Plan returns the first replica's plan for role, if any.
 func (r Result) Plan(role Role) (Plan, bool) {
 	for _, p := range r.Plans {
 		if p.Role == role {
@@ -163,6 +188,18 @@ func (r Result) Plan(role Role) (Plan, bool) {
 		}
 	}
 	return Plan{}, false
+}
+
+// Replicas returns role's plans, by Replica; none when the role is not
+// planned.
+func (r Result) Replicas(role Role) []Plan {
+	var out []Plan
+	for _, p := range r.Plans {
+		if p.Role == role {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // PluginSettings are the retrieval plugin's .env values for this plan.

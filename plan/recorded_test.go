@@ -323,3 +323,109 @@ func TestRecordedMachines(t *testing.T) {
 		})
 	}
 }
+
+// replicaWant is what one replica's plan must say.
+type replicaWant struct {
+	name string // Plan.Name
+	want
+}
+
+// TestRecordedMultiGPU plans recorded machines with 1, 2, 4 and 8 GPUs:
+// every GPU is used, each replica has its own GPU, and each is sized for
+// the memory it has.
+func TestRecordedMultiGPU(t *testing.T) {
+	tests := []struct {
+		name     string
+		machine  machine
+		settings plan.Settings
+		plans    []replicaWant
+	}{{
+		name:    "one L4: both models share it",
+		machine: machine{snapshot: epyc, smi: "l4"},
+		plans: []replicaWant{
+			{"embed", want{"89-1.9.3", "float16", 16384, 64, []int{0}}},
+			{"rerank", want{"89-1.9.3", "float16", 16384, 64, []int{0}}},
+		},
+	}, {
+		name:    "two L4s: a GPU each, twice the batch of a shared one",
+		machine: machine{snapshot: epyc, smi: "two-l4"},
+		plans: []replicaWant{
+			{"embed", want{"89-1.9.3", "float16", 32768, 64, []int{0}}},
+			{"rerank", want{"89-1.9.3", "float16", 32768, 64, []int{1}}},
+		},
+	}, {
+		name:    "two A100s",
+		machine: machine{snapshot: epyc, smi: "two-a100"},
+		plans: []replicaWant{
+			{"embed", want{"1.9.3", "float16", 65536, 64, []int{0}}},
+			{"rerank", want{"1.9.3", "float16", 65536, 64, []int{1}}},
+		},
+	}, {
+		name:    "four A10Gs: three embedding replicas and the reranker",
+		machine: machine{snapshot: epyc, smi: "four-a10g"},
+		plans: []replicaWant{
+			{"embed", want{"86-1.9.3", "float16", 32768, 64, []int{0}}},
+			{"embed-1", want{"86-1.9.3", "float16", 32768, 64, []int{1}}},
+			{"embed-2", want{"86-1.9.3", "float16", 32768, 64, []int{2}}},
+			{"rerank", want{"86-1.9.3", "float16", 32768, 64, []int{3}}},
+		},
+	}, {
+		name:    "eight H100s: seven embedding replicas on the Hopper image",
+		machine: machine{snapshot: epyc, smi: "eight-h100"},
+		plans: []replicaWant{
+			{"embed", want{"hopper-1.9.3", "float16", 65536, 64, []int{0}}},
+			{"embed-1", want{"hopper-1.9.3", "float16", 65536, 64, []int{1}}},
+			{"embed-2", want{"hopper-1.9.3", "float16", 65536, 64, []int{2}}},
+			{"embed-3", want{"hopper-1.9.3", "float16", 65536, 64, []int{3}}},
+			{"embed-4", want{"hopper-1.9.3", "float16", 65536, 64, []int{4}}},
+			{"embed-5", want{"hopper-1.9.3", "float16", 65536, 64, []int{5}}},
+			{"embed-6", want{"hopper-1.9.3", "float16", 65536, 64, []int{6}}},
+			{"rerank", want{"hopper-1.9.3", "float16", 65536, 64, []int{7}}},
+		},
+	}, {
+		name:     "four A10Gs, two small-model replicas a GPU: each sized for half a GPU",
+		machine:  machine{snapshot: epyc, smi: "four-a10g"},
+		settings: plan.Settings{ReplicasPerGPU: 2, EmbeddingModel: "BAAI/bge-small-en-v1.5"},
+		plans: []replicaWant{
+			{"embed", want{"86-1.9.3", "float16", 16384, 64, []int{0}}},
+			{"embed-1", want{"86-1.9.3", "float16", 16384, 64, []int{1}}},
+			{"embed-2", want{"86-1.9.3", "float16", 16384, 64, []int{2}}},
+			{"embed-3", want{"86-1.9.3", "float16", 16384, 64, []int{0}}},
+			{"embed-4", want{"86-1.9.3", "float16", 16384, 64, []int{1}}},
+			{"embed-5", want{"86-1.9.3", "float16", 16384, 64, []int{2}}},
+			{"rerank", want{"86-1.9.3", "float16", 16384, 64, []int{3}}},
+			{"rerank-1", want{"86-1.9.3", "float16", 16384, 64, []int{3}}},
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hw := tt.machine.detect(t)
+			res, err := plan.Make(hw, tt.settings)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Plans) != len(tt.plans) {
+				t.Fatalf("%d plans, want %d", len(res.Plans), len(tt.plans))
+			}
+			used := map[int]bool{}
+			for i, w := range tt.plans {
+				p := res.Plans[i]
+				if p.Name() != w.name {
+					t.Errorf("plan %d is %s, want %s", i, p.Name(), w.name)
+				}
+				w.check(t, p)
+				for _, id := range p.GPUIDs {
+					used[id] = true
+				}
+				if p.MemoryBudgetMiB <= 0 {
+					t.Errorf("%s has no memory budget", p.Name())
+				}
+			}
+			for _, g := range hw.GPUs {
+				if !used[g.Index] {
+					t.Errorf("GPU %d is unused", g.Index)
+				}
+			}
+		})
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/distribution/reference"
+
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
 )
 
@@ -28,13 +30,25 @@ type Settings struct {
 	RerankRevision string `name:"rerank-revision" env:"RERANK_REVISION" help:"Reranker model revision (default: the Hub's main)."`
 	// RerankEnable plans a reranker (RERANK_ENABLE). Nil means true.
 	RerankEnable *bool `name:"rerank-enable" env:"RERANK_ENABLE" help:"Plan a reranker too (default true; --rerank-enable=false disables)."`
-	// Batch is the most texts in one model call, TEI's
-	// --max-client-batch-size (EMBEDDING_BATCH). Zero means the plugin's
-	// platform default: 32 Apple, 64 CUDA, 16 CPU.
-	Batch int `name:"embedding-batch" env:"EMBEDDING_BATCH" help:"Texts per model call (default 32 Apple, 64 CUDA, 16 CPU)."`
+	// Batch is the retrieval plugin's texts per embed call
+	// (EMBEDDING_BATCH), written to its .env; `tune` recommends it. It does
+	// not size TEI: MaxClientBatchSize does, so a tune can recommend more
+	// than the last plan allowed. Zero means the plugin's platform default:
+	// 32 Apple, 64 CUDA, 16 CPU.
+	Batch int `name:"embedding-batch" env:"EMBEDDING_BATCH" help:"The plugin's texts per embed call (default 32 Apple, 64 CUDA, 16 CPU); TEI's limit is --tei-max-client-batch-size."`
+	// MaxClientBatchSize is TEI's --max-client-batch-size, the most texts
+	// one request to TEI may carry (TEI_MAX_CLIENT_BATCH_SIZE); the sidecar
+	// splits larger batches. Zero means the platform default of
+	// EMBEDDING_BATCH (32 Apple, 64 CUDA, 16 CPU); the reranker's is raised
+	// to RERANK_K either way.
+	MaxClientBatchSize int `name:"tei-max-client-batch-size" env:"TEI_MAX_CLIENT_BATCH_SIZE" help:"TEI's --max-client-batch-size (default 32 Apple, 64 CUDA, 16 CPU; the reranker's at least RERANK_K)."`
 	// FP16 chooses half precision (EMBEDDING_FP16). Nil means the platform
 	// default: float16 on CUDA and Metal, float32 on CPU (where TEI has no
-	// float16). False forces float32 everywhere.
+	// float16). False forces float32 everywhere. Models TEI runs in float32
+	// only (gemma3_text) get float32 whatever it says; for a model whose
+	// architecture the plan does not know, true and nil pass no --dtype and
+	// TEI decides (float16 on CUDA and Metal unless it keeps the model at
+	// float32).
 	FP16 *bool `name:"embedding-fp16" env:"EMBEDDING_FP16" help:"Half precision (default: on for CUDA and Metal, off on CPU; --embedding-fp16=false disables)."`
 	// MaxLen is the longest input, in tokens, that must fit
 	// (EMBEDDING_MAX_LEN), capped at the model's limit. Zero means the
@@ -55,8 +69,9 @@ type Settings struct {
 	// means auto.
 	Device string `name:"embedding-device" env:"EMBEDDING_DEVICE" help:"auto, cpu, cuda, cuda:N or mps (default auto)."`
 	// RerankDevice forces the reranker's device (RERANK_DEVICE), with the
-	// values of Device. Empty means it follows the plan: the second GPU
-	// when there are two, else the embedding model's device.
+	// values of Device. Empty means as Device: on two or more GPUs TEI can
+	// use, the plan gives the reranker the last in its ranking (the
+	// weakest) and the embedding model the others; on one, both share it.
 	RerankDevice string `name:"rerank-device" env:"RERANK_DEVICE" help:"Reranker device, as --embedding-device (default: decided by the plan)."`
 	// TEIVersion is the TEI release images are pinned to (TEI_VERSION).
 	// Empty means 1.9.3.
@@ -84,6 +99,18 @@ type Settings struct {
 	// RerankMaxBatchTokens overrides the reranker's --max-batch-tokens
 	// (TEI_RERANK_MAX_BATCH_TOKENS). Zero means sized from memory.
 	RerankMaxBatchTokens int `name:"tei-rerank-max-batch-tokens" env:"TEI_RERANK_MAX_BATCH_TOKENS" help:"Override the reranker's --max-batch-tokens (default: sized from memory)."`
+	// EmbeddingReplicas is how many TEIs serve the embedding model
+	// (EMBEDDING_REPLICAS), each on one GPU. Zero means one on each GPU the
+	// reranker leaves free (times ReplicasPerGPU), or one on CPU and Apple.
+	EmbeddingReplicas int `name:"embedding-replicas" env:"EMBEDDING_REPLICAS" help:"TEIs serving the embedding model (default: one per GPU the reranker leaves free; one on CPU and Apple)."`
+	// RerankReplicas is how many TEIs serve the reranker (RERANK_REPLICAS).
+	// Zero means one GPU's worth (ReplicasPerGPU), or one on CPU and Apple.
+	RerankReplicas int `name:"rerank-replicas" env:"RERANK_REPLICAS" help:"TEIs serving the reranker (default: one GPU's worth; one on CPU and Apple)."`
+	// ReplicasPerGPU is how many TEIs of one model may share a GPU
+	// (TEI_REPLICAS_PER_GPU): for small models, whose short texts leave a
+	// single TEI bound by its CPU side. It also multiplies the default
+	// replica counts. Zero means 1.
+	ReplicasPerGPU int `name:"tei-replicas-per-gpu" env:"TEI_REPLICAS_PER_GPU" help:"TEIs of one model per GPU, for small models (default 1)."`
 	// HFToken is passed to TEI as HF_TOKEN for gated or private models
 	// (HF_TOKEN). It is never printed. Empty passes none.
 	HFToken string `name:"hf-token" env:"HF_TOKEN" help:"Hugging Face token for private models; passed to TEI, never printed."`
@@ -96,6 +123,11 @@ const (
 	DefaultTEIVersion     = "1.9.3"
 	// DefaultMaxConcurrentRequests is TEI's own default.
 	DefaultMaxConcurrentRequests = 512
+	// MaxReplicas bounds EMBEDDING_REPLICAS and RERANK_REPLICAS: more TEIs
+	// than that on one machine is a typo, not a plan.
+	MaxReplicas = 64
+	// MaxReplicasPerGPU bounds TEI_REPLICAS_PER_GPU.
+	MaxReplicasPerGPU = 16
 )
 
 var (
@@ -134,11 +166,11 @@ func (s Settings) Validate() error {
 	if s.TEIVersion != "" && !versionPattern.MatchString(s.TEIVersion) {
 		add("TEI_VERSION must be a release number such as 1.9.3, got %q", s.TEIVersion)
 	}
-	if strings.ContainsAny(s.Image, " \t\n") {
-		add("TEI_IMAGE must be an image reference without spaces, got %q", s.Image)
+	if err := checkImage(s.Image); err != nil {
+		add("TEI_IMAGE must be an image reference such as %s:cpu-%s (%v), got %q", Registry, DefaultTEIVersion, err, s.Image)
 	}
-	if strings.ContainsAny(s.RerankImage, " \t\n") {
-		add("TEI_RERANK_IMAGE must be an image reference without spaces, got %q", s.RerankImage)
+	if err := checkImage(s.RerankImage); err != nil {
+		add("TEI_RERANK_IMAGE must be an image reference such as %s:cpu-%s (%v), got %q", Registry, DefaultTEIVersion, err, s.RerankImage)
 	}
 	if s.ComputeCap != "" && !hwdetect.ValidComputeCap(s.ComputeCap) {
 		add("GPU_COMPUTE_CAP must look like 8.6, got %q", s.ComputeCap)
@@ -155,7 +187,32 @@ func (s Settings) Validate() error {
 	if s.RerankMaxBatchTokens < 0 {
 		add("TEI_RERANK_MAX_BATCH_TOKENS must be at least 1, got %d", s.RerankMaxBatchTokens)
 	}
+	if s.MaxClientBatchSize < 0 {
+		add("TEI_MAX_CLIENT_BATCH_SIZE must be at least 1, got %d", s.MaxClientBatchSize)
+	}
+	if s.EmbeddingReplicas < 0 || s.EmbeddingReplicas > MaxReplicas {
+		add("EMBEDDING_REPLICAS must be between 1 and %d, got %d", MaxReplicas, s.EmbeddingReplicas)
+	}
+	if s.RerankReplicas < 0 || s.RerankReplicas > MaxReplicas {
+		add("RERANK_REPLICAS must be between 1 and %d, got %d", MaxReplicas, s.RerankReplicas)
+	}
+	if s.RerankReplicas > 0 && !s.rerankEnabled() {
+		add("RERANK_REPLICAS=%d asks for rerankers, but RERANK_ENABLE=false plans none", s.RerankReplicas)
+	}
+	if s.ReplicasPerGPU < 0 || s.ReplicasPerGPU > MaxReplicasPerGPU {
+		add("TEI_REPLICAS_PER_GPU must be between 1 and %d, got %d", MaxReplicasPerGPU, s.ReplicasPerGPU)
+	}
 	return errors.Join(errs...)
+}
+
+// checkImage parses a pinned image reference as Docker does; empty is
+// fine (nothing pinned).
+func checkImage(ref string) error {
+	if ref == "" {
+		return nil
+	}
+	_, err := reference.ParseNormalizedNamed(ref)
+	return err
 }
 
 // platform is the plugin's platform class, which picks its defaults.
@@ -182,6 +239,7 @@ func (s Settings) embeddingModel() string { return or(s.EmbeddingModel, DefaultE
 func (s Settings) rerankModel() string    { return or(s.RerankModel, DefaultRerankModel) }
 func (s Settings) teiVersion() string     { return or(s.TEIVersion, DefaultTEIVersion) }
 func (s Settings) rerankEnabled() bool    { return s.RerankEnable == nil || *s.RerankEnable }
+func (s Settings) perGPU() int            { return max(s.ReplicasPerGPU, 1) }
 
 func or(v, fallback string) string {
 	if v == "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
 	"github.com/tei-sidecar/tei-sidecar/plan"
+	"github.com/tei-sidecar/tei-sidecar/tei/launch"
 )
 
 // detectSchemaVersion is the --json schema's version. It changes only when a
@@ -54,7 +56,12 @@ func (f *envFileFlag) IsBool() bool { return true }
 
 // detectReport is the --json document. Result's fields (platform, device,
 // tei_version, plans, plugin, warnings, recommendations) sit at the top
-// level beside these.
+// level beside these. plans has one element per TEI replica, the embedding
+// model's first: each carries its role, replica (0-based within the role),
+// gpu_ids (one GPU, or none), memory_budget_mib (what it is sized for; 0
+// unknown) and reasons, among them "replica" (why that many) and
+// "memory_budget" (how its share was reckoned). New fields may appear
+// within schema_version 1; none is removed or changes meaning.
 type detectReport struct {
 	SchemaVersion int `json:"schema_version"`
 	plan.Result
@@ -77,13 +84,7 @@ func (c *detectCmd) Run(g *globals) error {
 	if err != nil {
 		return err
 	}
-	report := detectReport{
-		SchemaVersion: detectSchemaVersion,
-		Result:        res,
-		Hardware:      hw,
-		Env:           res.EnvVars(),
-		NextSteps:     nextSteps(res, string(c.WriteEnv)),
-	}
+	report := newDetectReport(hw, res, string(c.WriteEnv))
 	if c.WriteEnv != "" {
 		backup, err := plan.WriteEnvFile(string(c.WriteEnv), res)
 		if err != nil {
@@ -100,47 +101,96 @@ func (c *detectCmd) Run(g *globals) error {
 	return writeText(g.stdout, report)
 }
 
-// Host ports the next steps publish TEI on, and the sidecar's own.
+// newDetectReport is the report of a plan for hw; wroteEnv is the file
+// --write-env writes, if any.
+func newDetectReport(hw hwdetect.Hardware, res plan.Result, wroteEnv string) detectReport {
+	return detectReport{
+		SchemaVersion: detectSchemaVersion,
+		Result:        res,
+		Hardware:      hw,
+		Env:           res.EnvVars(),
+		NextSteps:     nextSteps(res, wroteEnv),
+	}
+}
+
+// Host ports the next steps publish TEI on, one a replica from
+// firstHostPort in plan order (embedding replicas, then the reranker's), and
+// the sidecar's own.
 const (
-	embedHostPort  = 8081
-	rerankHostPort = 8082
-	sidecarAddr    = "127.0.0.1:8080"
+	firstHostPort = 8081
+	sidecarAddr   = "127.0.0.1:8080"
 )
 
-// nextSteps tells the user how to run the plan.
+// nextSteps tells the user how to run the plan: the settings file, `serve`
+// (which launches everything), or each TEI by hand with `serve` in front.
 func nextSteps(res plan.Result, wroteEnv string) []string {
 	var steps []string
-	if wroteEnv != "" {
-		steps = append(steps, fmt.Sprintf("Review %s; to use it, run `tei-sidecar detect --write-env .env`, which updates only the keys it owns in .env", wroteEnv))
-	} else {
+	switch {
+	case wroteEnv == "":
 		steps = append(steps, "Save these settings: `tei-sidecar detect --write-env` writes .env.optimized; `--write-env .env` updates only the keys it owns in your .env")
+	case isDotEnv(wroteEnv):
+		steps = append(steps, fmt.Sprintf("Review %s: `tei-sidecar serve` run in this directory reads it", wroteEnv))
+	default:
+		steps = append(steps, fmt.Sprintf("Review %s; to use it, run `tei-sidecar detect --write-env .env`, which updates only the keys it owns in .env (`tei-sidecar serve` reads .env)", wroteEnv))
 	}
-	urls := map[plan.Role]string{}
+	how := "through Docker"
+	if slices.ContainsFunc(res.Plans, func(p plan.Plan) bool { return p.Backend == plan.BackendNative }) {
+		how = "as native processes"
+	}
+	steps = append(steps, fmt.Sprintf("Run it all: `tei-sidecar serve` plans as above, starts %s %s and proxies to them", teiCount(res), how))
+
+	urls := map[plan.Role][]string{}
+	hostPort := firstHostPort
 	for _, p := range res.Plans {
-		hostPort := embedHostPort
-		if p.Role == plan.RoleRerank {
-			hostPort = rerankHostPort
-		}
+		port := hostPort
 		if p.Backend == plan.BackendNative {
-			hostPort = p.Port
+			port = p.Port
+		} else {
+			hostPort++
 		}
-		urls[p.Role] = fmt.Sprintf("http://127.0.0.1:%d", hostPort)
-		steps = append(steps, fmt.Sprintf("Start the %s model: %s", p.Role, launchCommand(p, hostPort)))
+		urls[p.Role] = append(urls[p.Role], fmt.Sprintf("http://127.0.0.1:%d", port))
+		what := fmt.Sprintf("the %s model", p.Role)
+		if n := len(res.Replicas(p.Role)); n > 1 {
+			what += fmt.Sprintf(" (replica %d of %d)", p.Replica, n)
+		}
+		step := fmt.Sprintf("Start %s: %s", what, launchCommand(p, port))
+		if len(urls) == 1 && len(urls[p.Role]) == 1 {
+			step = fmt.Sprintf("Or, by hand: start %s: %s", what, launchCommand(p, port))
+		}
+		steps = append(steps, step)
 	}
-	serve := "tei-sidecar serve --tei-embed-url " + urls[plan.RoleEmbedding]
+	serve := "tei-sidecar serve --tei-embed-url " + strings.Join(urls[plan.RoleEmbedding], ",")
 	if u, ok := urls[plan.RoleRerank]; ok {
-		serve += " --tei-rerank-url " + u
+		serve += " --tei-rerank-url " + strings.Join(u, ",")
 	}
 	steps = append(steps,
-		"Start the sidecar: "+serve,
+		"Then start the sidecar in front of them: "+serve,
 		fmt.Sprintf("Point the retrieval plugin at it: OPENAI_API_BASE=http://%s/v1, EMBEDDING_MODEL=%s", sidecarAddr, res.Plugin.EmbeddingModel),
 	)
 	return steps
 }
 
+// isDotEnv reports whether path is the .env that serve reads: the one in
+// the working directory.
+func isDotEnv(path string) bool {
+	abs, err1 := filepath.Abs(path)
+	dot, err2 := filepath.Abs(".env")
+	return err1 == nil && err2 == nil && abs == dot
+}
+
+// teiCount says how many TEIs the plan runs, for people.
+func teiCount(res plan.Result) string {
+	if len(res.Plans) == 1 {
+		return "its TEI"
+	}
+	return fmt.Sprintf("its %d TEIs", len(res.Plans))
+}
+
 // launchCommand renders a plan as a command to paste. Secret variables are
 // passed by name only (`-e HF_TOKEN`), so Docker reads them from the caller's
-// environment and the value is never printed.
+// environment and the value is never printed. Containers are named as the
+// launcher and compose name them (tei-embed, tei-embed-1, …) and share the
+// launcher's model volume, so models download once.
 func launchCommand(p plan.Plan, hostPort int) string {
 	var b strings.Builder
 	env := func(k string) {
@@ -158,11 +208,11 @@ func launchCommand(p plan.Plan, hostPort int) string {
 		}
 		b.WriteString(p.Binary)
 	} else {
-		fmt.Fprintf(&b, "docker run -d --name tei-%s", p.Role)
+		fmt.Fprintf(&b, "docker run -d --name tei-%s", p.Name())
 		for _, id := range p.GPUIDs {
 			fmt.Fprintf(&b, " --gpus device=%d", id)
 		}
-		fmt.Fprintf(&b, " -p 127.0.0.1:%d:%d -v tei-data:/data", hostPort, p.Port)
+		fmt.Fprintf(&b, " -p 127.0.0.1:%d:%d -v %s:/data", hostPort, p.Port, launch.DefaultModelVolume)
 		for _, k := range slices.Sorted(maps.Keys(p.Env)) {
 			env(k)
 		}
@@ -202,8 +252,28 @@ func writeText(w io.Writer, r detectReport) error {
 		out.printf("  note: %s\n", n)
 	}
 
+	out.printf("\nReplicas\n")
+	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	for _, role := range []plan.Role{plan.RoleEmbedding, plan.RoleRerank} {
+		reps := r.Replicas(role)
+		if len(reps) == 0 {
+			continue
+		}
+		where := make([]string, len(reps))
+		for i, p := range reps {
+			where[i] = p.Device
+		}
+		row(string(role), fmt.Sprintf("%d: %s", len(reps), strings.Join(where, " ")))
+	}
+	_ = tw.Flush()
+
 	for _, p := range r.Plans {
-		out.printf("\nPlan: %s model %s on %s\n", p.Role, p.Model, p.Device)
+		reps := r.Replicas(p.Role)
+		title := fmt.Sprintf("Plan: %s model %s on %s", p.Role, p.Model, p.Device)
+		if len(reps) > 1 {
+			title += fmt.Sprintf(" (replica %d of %d, %s)", p.Replica, len(reps), p.Name())
+		}
+		out.printf("\n%s\n", title)
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		row := func(k, v string) { fmt.Fprintf(tw, "  %s\t%s\n", k, v) }
 		if p.Backend == plan.BackendNative {
@@ -211,7 +281,8 @@ func writeText(w io.Writer, r detectReport) error {
 		} else {
 			row("image", p.Image)
 		}
-		row("dtype", p.DType)
+		row("dtype", cmp.Or(p.DType, "TEI's choice"))
+		row("memory budget", budgetText(p.MemoryBudgetMiB))
 		row("max batch tokens", fmt.Sprint(p.MaxBatchTokens))
 		row("client batch size", fmt.Sprint(p.MaxClientBatchSize))
 		row("max input length", fmt.Sprint(p.MaxInputLength))
@@ -220,11 +291,24 @@ func writeText(w io.Writer, r detectReport) error {
 		}
 		row("hash", p.Hash()[:12])
 		_ = tw.Flush()
-		out.printf("  why:\n")
-		for _, reason := range p.Redact().Reasons {
+		// A role's later replicas show only the reasons that differ from
+		// its first, which come just before.
+		reasons, first := p.Redact().Reasons, reps[0].Redact().Reasons
+		if p.Replica == 0 {
+			out.printf("  why:\n")
+		} else {
+			out.printf("  why (as %s, except):\n", reps[0].Name())
+		}
+		for _, reason := range reasons {
+			if p.Replica > 0 && slices.Contains(first, reason) {
+				continue
+			}
 			out.printf("    %s = %s: %s\n", reason.Field, reason.Choice, reason.Why)
 		}
 		for _, warn := range p.Warnings {
+			if p.Replica > 0 && slices.Contains(reps[0].Warnings, warn) {
+				continue
+			}
 			out.printf("  warning: %s\n", warn)
 		}
 	}
@@ -258,6 +342,13 @@ func writeText(w io.Writer, r detectReport) error {
 	}
 	section("Next steps", r.NextSteps, true)
 	return out.err
+}
+
+func budgetText(mib int64) string {
+	if mib <= 0 {
+		return "unknown"
+	}
+	return fmt.Sprintf("%d MiB", mib)
 }
 
 func containerText(c hwdetect.Container) string {

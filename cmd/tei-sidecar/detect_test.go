@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -25,6 +27,7 @@ var settingsEnv = []string{
 	"RERANK_FINAL_N", "EMBEDDING_DEVICE", "RERANK_DEVICE", "TEI_VERSION", "TEI_IMAGE", "TEI_RERANK_IMAGE",
 	"GPU_COMPUTE_CAP", "TEI_PORT", "MAX_CONCURRENT_REQUESTS", "TEI_MAX_BATCH_TOKENS",
 	"TEI_RERANK_MAX_BATCH_TOKENS", "HF_TOKEN", "LOG_LEVEL", "LOG_FORMAT", "BEARER_TOKEN", "DATASTORE",
+	"TEI_MAX_CLIENT_BATCH_SIZE", "EMBEDDING_REPLICAS", "RERANK_REPLICAS", "TEI_REPLICAS_PER_GPU",
 }
 
 // cleanDetectEnv runs the test in an empty directory (run loads ./.env)
@@ -78,6 +81,7 @@ type jsonReport struct {
 	TEIVersion    string `json:"tei_version"`
 	Plans         []struct {
 		Role                  string            `json:"role"`
+		Replica               int               `json:"replica"`
 		Model                 string            `json:"model"`
 		Revision              string            `json:"revision"`
 		Backend               string            `json:"backend"`
@@ -89,6 +93,7 @@ type jsonReport struct {
 		GPUIDs                []int             `json:"gpu_ids"`
 		Device                string            `json:"device"`
 		DType                 string            `json:"dtype"`
+		MemoryBudgetMiB       int64             `json:"memory_budget_mib"`
 		Port                  int               `json:"port"`
 		MaxBatchTokens        int               `json:"max_batch_tokens"`
 		MaxClientBatchSize    int               `json:"max_client_batch_size"`
@@ -147,6 +152,9 @@ func TestDetectJSONOnThisMachine(t *testing.T) {
 		if want := live.Plans[i].MaxBatchTokens; p.MaxBatchTokens != want || !slices.Contains([]int{4096, 8192, 16384}, want) {
 			t.Errorf("%s max_batch_tokens = %d, want %d (4096 to 16384)", role, p.MaxBatchTokens, want)
 		}
+		if p.Replica != 0 || p.MemoryBudgetMiB != live.Plans[i].MemoryBudgetMiB || p.MemoryBudgetMiB <= 0 {
+			t.Errorf("%s replica %d, memory budget %d MiB; want replica 0, %d MiB", role, p.Replica, p.MemoryBudgetMiB, live.Plans[i].MemoryBudgetMiB)
+		}
 		if p.Hash != live.Plans[i].Hash() || len(p.Reasons) == 0 {
 			t.Errorf("%s hash %q, want %q; %d reasons", role, p.Hash, live.Plans[i].Hash(), len(p.Reasons))
 		}
@@ -196,7 +204,8 @@ func TestDetectTextOnThisMachine(t *testing.T) {
 func TestDetectWriteEnvKeepsUsersKeys(t *testing.T) {
 	dir := cleanDetectEnv(t)
 	cpuOnly(t)
-	// The user's .env is read as settings: its EMBEDDING_BATCH shapes the plan.
+	// The user's .env is read as settings: its EMBEDDING_BATCH is the
+	// plugin's, kept, and does not size TEI.
 	if err := os.WriteFile(".env", []byte("EMBEDDING_BATCH=24\nBEARER_TOKEN=from-dotenv\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -217,8 +226,8 @@ func TestDetectWriteEnvKeepsUsersKeys(t *testing.T) {
 	if r.EnvFile == nil || r.EnvFile.Path != ".env.optimized" || r.EnvFile.Backup != ".env.optimized.bak" {
 		t.Fatalf("env_file = %+v", r.EnvFile)
 	}
-	if r.Plans[0].MaxClientBatchSize != 24 {
-		t.Errorf("EMBEDDING_BATCH from .env not used: %d", r.Plans[0].MaxClientBatchSize)
+	if r.Plugin["EMBEDDING_BATCH"] != 24.0 || r.Plans[0].MaxClientBatchSize != 16 {
+		t.Errorf("EMBEDDING_BATCH=24 from .env: the plugin's %v (want 24), TEI's %d (want the CPU default 16)", r.Plugin["EMBEDDING_BATCH"], r.Plans[0].MaxClientBatchSize)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, ".env.optimized"))
 	if err != nil {
@@ -285,12 +294,20 @@ func TestDetectRefusesBadSettings(t *testing.T) {
 				"                    TEI_VERSION must be a release number such as 1.9.3, got \"latest\"\n"},
 		{map[string]string{"EMBEDDING_DEVICE": "mps"},
 			"tei-sidecar: EMBEDDING_DEVICE=mps needs Apple Silicon; this machine is linux/" + runtime.GOARCH + "\n"},
+		// The regression: cuda:0 without a GPU was trusted, exit 0.
+		{map[string]string{"EMBEDDING_DEVICE": "cuda:0"},
+			"tei-sidecar: EMBEDDING_DEVICE=cuda:0, but no NVIDIA GPU was detected (neither nvidia-smi nor the PCI bus shows one): set EMBEDDING_DEVICE=cpu, or auto to let the plan decide\n"},
+		{map[string]string{"EMBEDDING_REPLICAS": "0x"},
+			"tei-sidecar: error: --embedding-replicas: expected a valid 64 bit int but got \"0x\" (from envar EMBEDDING_REPLICAS=\"0x\")\n"},
+		{map[string]string{"TEI_REPLICAS_PER_GPU": "99"},
+			"tei-sidecar: error: detect: TEI_REPLICAS_PER_GPU must be between 1 and 16, got 99\n"},
 	}
 	for _, tt := range tests {
 		cleanDetectEnv(t)
 		if runtime.GOOS != "linux" {
 			t.Skip("messages name linux")
 		}
+		cpuOnly(t)
 		for k, v := range tt.env {
 			t.Setenv(k, v)
 		}
@@ -298,5 +315,149 @@ func TestDetectRefusesBadSettings(t *testing.T) {
 		if errOut != tt.wantErr {
 			t.Errorf("stderr = %q, want %q", errOut, tt.wantErr)
 		}
+	}
+}
+
+// -update rewrites the golden files instead of comparing with them:
+// go test ./cmd/tei-sidecar -run Golden -update. A test dependency (such as
+// gotest.tools' golden package) may define the flag already; it is then
+// shared.
+func init() {
+	if flag.Lookup("update") == nil {
+		flag.Bool("update", false, "rewrite testdata's golden files")
+	}
+}
+
+func updating() bool { return flag.Lookup("update").Value.String() == "true" }
+
+func fact[T any](v T) hwdetect.Fact[T] { return hwdetect.Fact[T]{Value: v, Source: "test"} }
+
+// goldenHost is a 32-core, 256 GiB x86-64 Linux host with n H100s and
+// Docker's NVIDIA runtime: fixed facts, so its report is stable.
+func goldenHost(n int) hwdetect.Hardware {
+	hw := hwdetect.Hardware{
+		OS: "linux", Arch: "amd64",
+		CPU: hwdetect.CPU{Model: fact("Test CPU"), LogicalCores: fact(32), UsableCores: fact(32),
+			Features: fact([]string{"avx2", "avx512f"})},
+		Memory:        hwdetect.Memory{PhysicalBytes: fact(int64(256) << 30)},
+		GPUs:          []hwdetect.GPU{},
+		NVIDIARuntime: fact(true),
+	}
+	for i := range n {
+		hw.GPUs = append(hw.GPUs, hwdetect.GPU{Index: i, Name: fact("NVIDIA H100 80GB HBM3"),
+			PCIDeviceID: fact("0x2330"), ComputeCap: fact("9.0"), MemoryMiB: fact(int64(81559))})
+	}
+	return hw
+}
+
+// TestDetectReportGolden compares detect's report, text and JSON, for fixed
+// machines with testdata/detect/NAME.{txt,json}. Run with -update to
+// rewrite them after a deliberate change, and read the diff.
+func TestDetectReportGolden(t *testing.T) {
+	apple := goldenHost(0)
+	apple.OS, apple.Arch, apple.NVIDIARuntime = "darwin", "arm64", hwdetect.Fact[bool]{}
+	apple.Apple = &hwdetect.Apple{Chip: fact("Apple M3 Max"), UnifiedMemoryBytes: fact(int64(48) << 30),
+		PerformanceCores: fact(12), EfficiencyCores: fact(4)}
+	tests := []struct {
+		name     string
+		hw       hwdetect.Hardware
+		s        plan.Settings
+		wroteEnv string
+	}{
+		{"cpu", goldenHost(0), plan.Settings{}, ""},
+		{"one-h100", goldenHost(1), plan.Settings{}, ".env.optimized"},
+		{"eight-h100", goldenHost(8), plan.Settings{}, ""},
+		{"apple", apple, plan.Settings{}, ".env"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := plan.Make(tt.hw, tt.s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := newDetectReport(tt.hw, res, tt.wroteEnv)
+			var text bytes.Buffer
+			if err := writeText(&text, r); err != nil {
+				t.Fatal(err)
+			}
+			js, err := json.MarshalIndent(r, "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, filepath.Join("testdata", "detect", tt.name+".txt"), text.Bytes())
+			golden(t, filepath.Join("testdata", "detect", tt.name+".json"), append(js, '\n'))
+			decodeReport(t, string(js)) // the documented schema, no field unknown
+		})
+	}
+}
+
+// golden compares got with the file at path, or rewrites it with -update.
+func golden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if updating() {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from what detect writes now (run with -update and read the diff):\n%s", path, got)
+	}
+}
+
+// TestDetectNextSteps is the regression for three wrong next steps: they
+// named the volume tei-data while serve and compose use tei-sidecar-models
+// (models downloaded twice), never suggested plain `tei-sidecar serve`, and
+// after `--write-env .env` told the user to run `--write-env .env`.
+func TestDetectNextSteps(t *testing.T) {
+	t.Chdir(t.TempDir())
+	res, err := plan.Make(goldenHost(8), plan.Settings{HFToken: "hf_secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		wroteEnv, first string
+	}{
+		{"", "Save these settings: `tei-sidecar detect --write-env` writes .env.optimized; `--write-env .env` updates only the keys it owns in your .env"},
+		{".env", "Review .env: `tei-sidecar serve` run in this directory reads it"},
+		{"./.env", "Review ./.env: `tei-sidecar serve` run in this directory reads it"},
+		{".env.optimized", "Review .env.optimized; to use it, run `tei-sidecar detect --write-env .env`, which updates only the keys it owns in .env (`tei-sidecar serve` reads .env)"},
+	} {
+		t.Run(cmp.Or(tc.wroteEnv, "none"), func(t *testing.T) {
+			steps := nextSteps(res, tc.wroteEnv)
+			if steps[0] != tc.first {
+				t.Errorf("first step %q\nwant %q", steps[0], tc.first)
+			}
+			if steps[1] != "Run it all: `tei-sidecar serve` plans as above, starts its 8 TEIs through Docker and proxies to them" {
+				t.Errorf("second step %q does not offer plain serve", steps[1])
+			}
+			all := strings.Join(steps, "\n")
+			if strings.Contains(all, "tei-data") || strings.Count(all, "-v tei-sidecar-models:/data") != 8 {
+				t.Errorf("steps do not mount the launcher's model volume in each of 8 commands:\n%s", all)
+			}
+			if isDotEnv(tc.wroteEnv) && strings.Contains(all, "--write-env .env") {
+				t.Errorf("after writing .env the steps say to write it:\n%s", all)
+			}
+			if strings.Contains(all, "hf_secret") || !strings.Contains(all, " -e HF_TOKEN ") {
+				t.Errorf("HF_TOKEN not passed by name only:\n%s", all)
+			}
+			for _, want := range []string{
+				"docker run -d --name tei-embed --gpus device=0 -p 127.0.0.1:8081:80 ",
+				"docker run -d --name tei-embed-6 --gpus device=6 -p 127.0.0.1:8087:80 ",
+				"docker run -d --name tei-rerank --gpus device=7 -p 127.0.0.1:8088:80 ",
+				"tei-sidecar serve --tei-embed-url http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083,http://127.0.0.1:8084,http://127.0.0.1:8085,http://127.0.0.1:8086,http://127.0.0.1:8087 --tei-rerank-url http://127.0.0.1:8088",
+			} {
+				if !strings.Contains(all, want) {
+					t.Errorf("steps lack %q:\n%s", want, all)
+				}
+			}
+		})
 	}
 }

@@ -23,6 +23,9 @@ const (
 	CauseNoGPURuntime Cause = "no-nvidia-runtime"
 	// CauseOutOfMemory: the warm-up batch did not fit in memory.
 	CauseOutOfMemory Cause = "out-of-memory"
+	// CauseCPUFallback: a CUDA image found no GPU it could use and TEI
+	// went on on the CPU ("Using CPU instead"), far slower than planned.
+	CauseCPUFallback Cause = "cpu-fallback"
 )
 
 // Diagnosis says why TEI failed and what to do.
@@ -36,7 +39,12 @@ var (
 	computeCapRe = regexp.MustCompile(`Runtime compute cap (\d+) is not compatible with compile time compute cap (\d+)`)
 	oomRe        = regexp.MustCompile(`(?i)out of memory|CUDA_ERROR_OUT_OF_MEMORY|OutOfMemory`)
 	noDriverRe   = regexp.MustCompile(`could not select device driver "[^"]*"`)
-	versionRe    = regexp.MustCompile(`^\d+\.\d+\.\d+$`)
+	// cpuFallbackRe is what TEI's candle backend logs when CUDA is there
+	// but no compatible device is (backends/candle/src/lib.rs): a warning
+	// "Could not find a compatible CUDA device on host: <error>", then
+	// "Using CPU instead".
+	cpuFallbackRe = regexp.MustCompile(`Using CPU instead`)
+	cudaErrorRe   = regexp.MustCompile(`Could not find a compatible CUDA device on host: (.*)`)
 )
 
 // Diagnose reads TEI's log lines (and error messages) from a failed start
@@ -56,6 +64,22 @@ func Diagnose(lines []string, p plan.Plan) Diagnosis {
 			"(then `nvidia-ctk runtime configure --runtime=docker` and restart Docker), " +
 			"or set TEI_FALLBACK_CPU=true to run TEI on the CPU image instead"}
 	}
+	// Before out of memory: a CPU running a GPU plan's batches is a
+	// consequence, not the cause.
+	if cpuFallbackRe.MatchString(text) {
+		why := ""
+		if m := cudaErrorRe.FindStringSubmatch(text); m != nil {
+			why = " (" + strings.TrimSpace(m[1]) + ")"
+		}
+		gpus := "all"
+		if len(p.GPUIDs) > 0 {
+			gpus = "device=" + gpuList(p.GPUIDs)
+		}
+		return Diagnosis{CauseCPUFallback, fmt.Sprintf("TEI found no GPU it could use%s and fell back to the CPU, far slower than the plan for GPU %s: "+
+			"check that the container sees the GPU (`docker run --rm --gpus %s --entrypoint nvidia-smi %s` should list it; "+
+			"if not, check the NVIDIA driver and Container Toolkit), or set EMBEDDING_DEVICE=cpu to plan for the CPU",
+			why, gpuList(p.GPUIDs), gpus, orUnknown(p.Image))}
+	}
 	if oomRe.MatchString(text) {
 		return Diagnosis{CauseOutOfMemory, fmt.Sprintf("TEI ran out of memory warming up a %d-token batch: "+
 			"lower TEI_MAX_BATCH_TOKENS, free GPU memory, or set RERANK_ENABLE=false so the embedding model has the GPU to itself", p.MaxBatchTokens)}
@@ -72,16 +96,25 @@ func capString(n string) string {
 	return fmt.Sprintf("%d.%d", v/10, v%10)
 }
 
-// versionOf finds the TEI release in an image tag ("cpu-1.9.3", "1.9.3").
+// versionOf finds the TEI release in an image's tag ("cpu-1.9.3", "1.9.3",
+// also when pinned by digest); the default release when it names none.
 func versionOf(image string) string {
-	tag := image[strings.LastIndex(image, ":")+1:]
-	if i := strings.LastIndex(tag, "-"); i >= 0 {
-		tag = tag[i+1:]
-	}
-	if versionRe.MatchString(tag) {
-		return tag
+	if v, ok := plan.ImageVersion(image); ok {
+		return v
 	}
 	return plan.DefaultTEIVersion
+}
+
+// gpuList names a plan's GPUs for advice.
+func gpuList(ids []int) string {
+	if len(ids) == 0 {
+		return "(none)"
+	}
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = strconv.Itoa(id)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // imageFor asks the planner which image runs on a GPU of compute
