@@ -132,7 +132,8 @@ func (s *Server) Connect(ctx context.Context) error {
 }
 
 // SetDown tells the server that a replica cannot answer, for the reason
-// given: it is sent no work, /ready and /status say why. An empty reason
+// given: it is sent no work, /ready and /status say why. /ready is open to
+// anyone, so reason must name no secret, address or raw network error. An empty reason
 // means it is back: its /info is read again (it may have restarted with
 // another revision or other limits) before it takes work. pool is "embed"
 // or "rerank"; url is the replica's base URL as configured, or "" for

@@ -55,9 +55,19 @@ func (p *pool) notReady(ctx context.Context) string {
 		}
 	}
 	summary := p.summaryLocked()
+	var reasons []string
+	for _, r := range p.replicas {
+		if r.reason != "" && !slices.Contains(reasons, r.reason) {
+			reasons = append(reasons, r.reason)
+		}
+	}
 	p.mu.Unlock()
 	if len(cands) == 0 {
-		return p.name + ": no replica ready (" + summary + ")"
+		msg := p.name + ": no replica ready (" + summary + ")"
+		if len(reasons) > 0 {
+			msg += ": " + strings.Join(reasons, "; ")
+		}
+		return msg
 	}
 	for _, r := range cands {
 		if r.alive(recentAnswer) {
