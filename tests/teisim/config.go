@@ -1,6 +1,7 @@
 package teisim
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -31,7 +32,8 @@ type Config struct {
 	// MaxBatchTokens is the backend's token budget per batch; default 16384.
 	MaxBatchTokens int `name:"max-batch-tokens" default:"16384" help:"Token budget of one backend batch."`
 	// MaxBatchRequests caps the entries of one backend batch; 0 means no cap
-	// (reported as null).
+	// (reported as null). A CPU backend (--sim-backend candle or ort) forces
+	// its own cap instead, as TEI does.
 	MaxBatchRequests int `name:"max-batch-requests" help:"Entries per backend batch (default: no cap)."`
 	// MaxClientBatchSize is the most inputs one request may carry; default 32.
 	MaxClientBatchSize int `name:"max-client-batch-size" default:"32" help:"Most inputs in one request."`
@@ -97,7 +99,14 @@ type SimConfig struct {
 	// MaxInputLength is the model's token limit; 0 means the known model's,
 	// else 512. /info reports it capped at MaxBatchTokens.
 	MaxInputLength int `name:"max-input-length" help:"Model token limit (default: the known model's, else 512)."`
-	// Workers is the number of backend workers running batches; default 1.
+	// Backend is the TEI backend simulated: cuda (the default: no entry cap
+	// beyond --max-batch-requests, no padding), candle (TEI's CPU candle
+	// backend: at most 4 entries per batch) or ort (ONNX Runtime: at most 8).
+	// The CPU backends pad a batch, so every entry costs the longest
+	// entry's tokens, and count the padding against --max-batch-tokens.
+	Backend string `name:"backend" default:"cuda" help:"TEI backend to simulate: cuda, candle (CPU, 4 entries per batch, padded) or ort (CPU ONNX, 8, padded)."`
+	// Workers is the number of backend workers running batches; default 1,
+	// as TEI's one backend thread.
 	Workers int `name:"workers" default:"1" help:"Backend workers, each running one batch at a time."`
 	// BatchCost is the fixed time one backend batch takes; default 2ms.
 	BatchCost time.Duration `name:"batch-cost" default:"2ms" help:"Fixed time of one backend batch."`
@@ -111,6 +120,18 @@ type SimConfig struct {
 	// ErrorStatus is the status of injected failures; default 424. The body
 	// is TEI's error for that status (429 Overloaded, 503 Unhealthy, ...).
 	ErrorStatus int `name:"error-status" default:"424" help:"Status of injected failures."`
+	// ErrorPerBatch rolls ErrorRate once per backend batch instead of once
+	// per request: a failing batch fails every request with an input in it,
+	// and /health reports 503 until a probe passes, as a failing TEI backend
+	// does.
+	ErrorPerBatch bool `name:"error-per-batch" help:"Roll --sim-error-rate per backend batch, failing every request in it."`
+	// ErrorMarker, when set, fails every backend batch holding an input whose
+	// text contains it, with every request in that batch.
+	ErrorMarker string `name:"error-marker" placeholder:"TEXT" help:"Fail every backend batch holding an input that contains this text."`
+	// NaNMarker, when set, makes the model output NaN for every input whose
+	// text contains it: vectors answer null entries (NaN bits in base64),
+	// scores answer TEI's "score is NaN" error.
+	NaNMarker string `name:"nan-marker" placeholder:"TEXT" help:"Inputs containing this text come out of the model as NaN."`
 	// Stall delays every inference answer (holding its permits) until it
 	// passes or the client goes away.
 	Stall time.Duration `name:"stall" help:"Delay before every inference answer."`
@@ -125,6 +146,13 @@ type SimConfig struct {
 	// Prompts are the model's sentence-transformers prompts, name=text; a
 	// request's prompt_name must be one of them.
 	Prompts map[string]string `name:"prompts" help:"Model prompts as name=text pairs, separated by ';'."`
+}
+
+// batchRequests is the entry cap of a backend batch, and /info's
+// max_batch_requests: the CPU backend's own cap wins over
+// --max-batch-requests, as in TEI; 0 means none.
+func (c Config) batchRequests() int {
+	return cmp.Or(BackendBatchCap(c.Sim.Backend), c.MaxBatchRequests)
 }
 
 // Model types accepted by --sim-model-type.
@@ -190,7 +218,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("`default-prompt-name` is set to `%s` but no prompts were found in the Sentence Transformers configuration", name)
 		}
 		if _, ok := c.Sim.Prompts[name]; !ok {
-			return fmt.Errorf("`default-prompt-name` is set to `%s` but it was not found in the Sentence Transformers prompts. Available prompts: %v", name, promptNames(c.Sim.Prompts))
+			return fmt.Errorf("`default-prompt-name` is set to `%s` but it was not found in the Sentence Transformers prompts. Available prompts: %s", name, promptNames(c.Sim.Prompts))
 		}
 	}
 	if c.Sim.BatchCost < 0 || c.Sim.TokenCost < 0 || c.Sim.Stall < 0 || c.Sim.StartupDelay < 0 {
@@ -198,6 +226,9 @@ func (c Config) Validate() error {
 	}
 	if c.Sim.ErrorRate < 0 || c.Sim.ErrorRate > 1 {
 		return fmt.Errorf("invalid value '%g' for '--sim-error-rate': must be in [0, 1]", c.Sim.ErrorRate)
+	}
+	if !slices.Contains([]string{BackendCUDA, BackendCandle, BackendORT}, c.Sim.Backend) {
+		return fmt.Errorf("invalid value '%s' for '--sim-backend': possible values: cuda, candle, ort", c.Sim.Backend)
 	}
 	if c.Sim.ErrorStatus < 400 || c.Sim.ErrorStatus > 599 {
 		return fmt.Errorf("invalid value '%d' for '--sim-error-status': must be an HTTP error status (400..599)", c.Sim.ErrorStatus)
@@ -237,12 +268,14 @@ func parseComputeCaps(s string) (runtime, compiled int, err error) {
 	return runtime, compiled, nil
 }
 
-// promptNames lists prompt names sorted, so messages are stable.
-func promptNames(prompts map[string]string) []string {
+// promptNames lists prompt names as TEI's message does, with Rust's Debug
+// of the map's keys (["doc", "query"]); sorted, where Rust's HashMap order
+// is arbitrary, so messages are stable.
+func promptNames(prompts map[string]string) string {
 	names := make([]string, 0, len(prompts))
 	for name := range prompts {
-		names = append(names, name)
+		names = append(names, rustDebug(name))
 	}
 	slices.Sort(names)
-	return names
+	return "[" + strings.Join(names, ", ") + "]"
 }

@@ -35,6 +35,8 @@ func TestDefaultConfigIsTEIs(t *testing.T) {
 		{"sim-error-status", c.Sim.ErrorStatus, 424},
 		{"sim-batch-cost", c.Sim.BatchCost, 2 * time.Millisecond},
 		{"sim-token-cost", c.Sim.TokenCost, 20 * time.Microsecond},
+		{"sim-backend", c.Sim.Backend, "cuda"},
+		{"sim-error-per-batch", c.Sim.ErrorPerBatch, false},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -138,6 +140,17 @@ func TestParseArgs(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "fault and backend knobs",
+			args: []string{"--model-id", "x", "--sim-error-per-batch", "--sim-error-marker", "BAD", "--sim-nan-marker", "NAN", "--sim-backend", "ort"},
+			env:  map[string]string{"SIM_NAN_MARKER": "ignored: the flag wins"},
+			check: func(t *testing.T, c teisim.Config) {
+				s := c.Sim
+				if !s.ErrorPerBatch || s.ErrorMarker != "BAD" || s.NaNMarker != "NAN" || s.Backend != "ort" {
+					t.Errorf("got %+v", s)
+				}
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -180,6 +193,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"error rate", []string{"--model-id", "x", "--sim-error-rate", "2"}, "--sim-error-rate"},
 		{"error status", []string{"--model-id", "x", "--sim-error-status", "200"}, "--sim-error-status"},
 		{"compute cap", []string{"--model-id", "x", "--sim-fail-compute-cap", "86"}, "RUNTIME:COMPILED"},
+		{"backend", []string{"--model-id", "x", "--sim-backend", "gpu"}, "invalid value 'gpu' for '--sim-backend': possible values: cuda, candle, ort"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,16 +17,19 @@ import (
 	"github.com/tei-sidecar/tei-sidecar/tests/teisim"
 )
 
-// specPath is TEI 1.9.3's own OpenAPI spec, in shared/ beside the
-// repository root (in CI too).
-var specPath = filepath.Join("..", "..", "..", "shared", "tei", "openapi.json")
+// specPath is TEI 1.9.3's own OpenAPI spec, copied into testdata (see
+// testdata/README.md for its source and licence).
+var specPath = filepath.Join("testdata", "tei-openapi-1.9.3.json")
 
-// loadSpec loads TEI's spec and corrects the places where
-// shared/tei/README.md says the running server differs from it. Each
-// correction is an exception the simulator follows on purpose:
+// loadSpec loads TEI's spec and corrects the places where TEI's source
+// (router/src/http/server.rs and types.rs at v1.9.3) shows the running server
+// differs from it. Each correction is an exception the simulator follows on
+// purpose:
 //
-//   - /v1/embeddings errors carry "type", not "error_type" (README: flat
-//     {"message", "code", "type"}).
+//   - /v1/embeddings errors carry "type", not "error_type": the field is
+//     renamed for serialisation (#[serde(rename(serialize = "type"))]).
+//   - /info carries "simulator": "teisim", which TEI never sends; the spec's
+//     Info schema allows extra fields, so no patch is needed.
 //
 // Others need no patch because the simulator's answers fit the spec anyway,
 // or are not checked against it:

@@ -39,7 +39,7 @@ func TestDockerImage(t *testing.T) {
 	}
 
 	info := decode[map[string]any](t, get(t, base+"/info"))
-	if info["model_id"] != "BAAI/bge-small-en-v1.5" || info["max_client_batch_size"] != 8.0 || info["docker_label"] != "teisim" || info["version"] != "1.9.3" {
+	if info["model_id"] != "BAAI/bge-small-en-v1.5" || info["max_client_batch_size"] != 8.0 || info["docker_label"] != "teisim" || info["simulator"] != "teisim" || info["version"] != "1.9.3" {
 		t.Errorf("/info: %v", info)
 	}
 	vecs := decode[[][]float32](t, post(t, base+"/embed", map[string]any{"inputs": []string{"hello", "world"}}))

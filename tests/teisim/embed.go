@@ -15,33 +15,63 @@ func (s *Server) options(truncate *bool, d direction, promptName *string) encode
 	return encodeOptions{truncate: t, direction: d, promptName: promptName}
 }
 
-// pooledModelErr is the refusal of a pooled-embedding route for this model,
-// normalize and dimensions, or nil.
-func (s *Server) pooledModelErr(normalize bool, dimensions *uint32) *apiError {
+// pooledCheck is the refusal TEI's embed_pooled raises per input, after the
+// permit, for this model and normalize and dimensions; nil when there is
+// none. The order is TEI's: SPLADE with normalize, dimensions 0, then a
+// model that does not embed.
+func (s *Server) pooledCheck(normalize bool, dimensions *uint64) func() *apiError {
+	var e *apiError
 	switch {
-	case !s.model.isEmbedding():
-		return errNotEmbedding
 	case s.model.kind == kindSplade && normalize:
-		return errSpladeNorm
-	case dimensions == nil:
+		e = errSpladeNorm
+	case dimensions != nil && *dimensions == 0:
+		e = errDimensionsZero
+	case !s.model.isEmbedding():
+		e = errNotEmbedding
+	default:
 		return nil
-	case *dimensions == 0:
-		return newError(errValidation, "validation", "Input validation error: `dimensions` must be greater than 0")
-	case int(*dimensions) > s.model.dim:
-		return newError(errValidation, "validation", "Input validation error: `dimensions` must be less than or equal to the model's dimension %d. Given: %d", s.model.dim, *dimensions)
 	}
-	return nil
+	return func() *apiError { return e }
 }
 
-// vector is the pooled output for ids: cut to dimensions (Matryoshka style)
-// before normalizing, as TEI does.
-func (s *Server) vector(ids []uint32, normalize bool, dimensions *uint32) []float32 {
-	v := s.model.pooled(ids)
+// dimensionsCheck is TEI's check of dimensions against the vector, made
+// after the backend has run (so the work is spent); nil when none is asked.
+func (s *Server) dimensionsCheck(dimensions *uint64) func(encoded) *apiError {
+	if dimensions == nil {
+		return nil
+	}
+	return func(encoded) *apiError {
+		if *dimensions > uint64(s.model.dim) {
+			return errDimensionsTooLarge
+		}
+		return nil
+	}
+}
+
+// vector is the pooled output for enc: cut to dimensions (Matryoshka style)
+// before normalizing, as TEI does. A NaN output stays NaN.
+func (s *Server) vector(enc encoded, normalize bool, dimensions *uint64) []float32 {
+	if enc.nan {
+		n := s.model.dim
+		if dimensions != nil {
+			n = int(*dimensions)
+		}
+		return nanVector(n)
+	}
+	v := s.model.pooled(enc.ids)
 	if dimensions != nil {
 		v = v[:*dimensions]
 	}
 	if normalize {
 		v = unitLength(v)
+	}
+	return v
+}
+
+func nanVector(n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(math.NaN())
 	}
 	return v
 }
@@ -63,142 +93,182 @@ func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 	}
 	method := req.Inputs.method()
 	s.metrics.requestCount.WithLabelValues(method).Inc()
-	normalize := req.Normalize == nil || *req.Normalize
 	opt := s.options(req.Truncate, req.TruncationDirection, req.PromptName)
-	encs, m, release, err := s.execute(r, job{
-		n:        len(req.Inputs.items),
-		batch:    req.Inputs.batch,
-		modelErr: s.pooledModelErr(normalize, req.Dimensions),
-		encode:   func(i int) (encoded, *apiError) { return s.encode(req.Inputs.items[i], opt) },
+	outs, m, release, err := s.execute(r, job{
+		n:      len(req.Inputs.items),
+		batch:  req.Inputs.batch,
+		check:  s.pooledCheck(req.Normalize, req.Dimensions),
+		encode: func(i int) (encoded, *apiError) { return s.encode(req.Inputs.items[i], opt) },
+		finish: s.dimensionsCheck(req.Dimensions),
 	})
 	defer release()
+	if err == nil {
+		if e := firstError(outs); e != nil {
+			err = e
+		}
+	}
 	if err != nil {
 		s.answerError(w, err, nativeFace)
 		return
 	}
-	out := make([][]float32, len(encs))
-	for i, e := range encs {
-		out[i] = s.vector(e.ids, normalize, req.Dimensions)
+	out := make([]vector, len(outs))
+	for i, o := range outs {
+		out[i] = s.vector(o.enc, req.Normalize, req.Dimensions)
 	}
 	m.chars = totalChars(req.Inputs.items)
-	s.succeed(w, method, m, false)
+	s.succeed(w, method, m)
 	writeJSON(w, http.StatusOK, out)
 }
 
 // handleEmbedAll serves POST /embed_all: one vector per token.
 func (s *Server) handleEmbedAll(w http.ResponseWriter, r *http.Request) {
-	var req embedRequest
+	req := embedAllRequest{name: "EmbedAllRequest"}
 	if !s.decodeBody(w, r, &req) {
 		return
 	}
 	method := req.Inputs.method()
 	s.metrics.requestCount.WithLabelValues(method).Inc()
-	var modelErr *apiError
+	var check func() *apiError
 	switch {
-	case !s.model.isEmbedding():
-		modelErr = errNotEmbedding
 	case s.model.kind == kindSplade:
-		modelErr = newError(errBackend, "model_type", "Backend error: `embed_all` is not available for SPLADE models")
+		check = func() *apiError { return errEmbedAllSplade }
+	case !s.model.isEmbedding():
+		check = func() *apiError { return errNotEmbedding }
 	}
 	opt := s.options(req.Truncate, req.TruncationDirection, req.PromptName)
-	encs, m, release, err := s.execute(r, job{
-		n:        len(req.Inputs.items),
-		batch:    req.Inputs.batch,
-		modelErr: modelErr,
-		encode:   func(i int) (encoded, *apiError) { return s.encode(req.Inputs.items[i], opt) },
+	outs, m, release, err := s.execute(r, job{
+		n:      len(req.Inputs.items),
+		batch:  req.Inputs.batch,
+		check:  check,
+		encode: func(i int) (encoded, *apiError) { return s.encode(req.Inputs.items[i], opt) },
 	})
 	defer release()
+	if err == nil {
+		if e := firstError(outs); e != nil {
+			err = e
+		}
+	}
 	if err != nil {
 		s.answerError(w, err, nativeFace)
 		return
 	}
-	out := make([][][]float32, len(encs))
-	for i, e := range encs {
-		out[i] = s.model.tokenVectors(e.ids)
+	out := make([][]vector, len(outs))
+	for i, o := range outs {
+		tokens := s.model.tokenVectors(o.enc.ids)
+		out[i] = make([]vector, len(tokens))
+		for t, v := range tokens {
+			if o.enc.nan {
+				v = nanVector(len(v))
+			}
+			out[i][t] = v
+		}
 	}
 	m.chars = totalChars(req.Inputs.items)
-	s.succeed(w, method, m, false)
+	s.succeed(w, method, m)
 	writeJSON(w, http.StatusOK, out)
 }
 
 // handleEmbedSparse serves POST /embed_sparse: SPLADE models only.
 func (s *Server) handleEmbedSparse(w http.ResponseWriter, r *http.Request) {
-	var req embedRequest
+	req := embedAllRequest{name: "EmbedSparseRequest"}
 	if !s.decodeBody(w, r, &req) {
 		return
 	}
 	method := req.Inputs.method()
 	s.metrics.requestCount.WithLabelValues(method).Inc()
-	var modelErr *apiError
+	var check func() *apiError
 	if s.model.kind != kindSplade {
-		modelErr = errNotSplade
+		check = func() *apiError { return errNotSplade }
 	}
 	opt := s.options(req.Truncate, req.TruncationDirection, req.PromptName)
-	encs, m, release, err := s.execute(r, job{
-		n:        len(req.Inputs.items),
-		batch:    req.Inputs.batch,
-		modelErr: modelErr,
-		encode:   func(i int) (encoded, *apiError) { return s.encode(req.Inputs.items[i], opt) },
+	outs, m, release, err := s.execute(r, job{
+		n:      len(req.Inputs.items),
+		batch:  req.Inputs.batch,
+		check:  check,
+		encode: func(i int) (encoded, *apiError) { return s.encode(req.Inputs.items[i], opt) },
 	})
 	defer release()
+	if err == nil {
+		if e := firstError(outs); e != nil {
+			err = e
+		}
+	}
 	if err != nil {
 		s.answerError(w, err, nativeFace)
 		return
 	}
-	out := make([][]sparseValue, len(encs))
-	for i, e := range encs {
-		out[i] = s.model.sparse(e.ids)
+	out := make([][]sparseValue, len(outs))
+	for i, o := range outs {
+		if o.enc.nan {
+			// TEI keeps every value that is not 0.0, and NaN is not.
+			out[i] = make([]sparseValue, s.model.dim)
+			for j := range out[i] {
+				out[i][j] = sparseValue{Index: uint32(j), Value: f32(math.NaN())}
+			}
+			continue
+		}
+		out[i] = s.model.sparse(o.enc.ids)
 	}
 	m.chars = totalChars(req.Inputs.items)
-	s.succeed(w, method, m, false)
+	s.succeed(w, method, m)
 	writeJSON(w, http.StatusOK, out)
 }
 
 // handleSimilarity serves POST /similarity: the cosine similarity of each
-// sentence to the source sentence, embedded together as one batch.
+// sentence to the source sentence, embedded together as one /embed batch
+// (TEI calls its embed handler, with normalize off).
 func (s *Server) handleSimilarity(w http.ResponseWriter, r *http.Request) {
 	var req similarityRequest
 	if !s.decodeBody(w, r, &req) {
 		return
 	}
-	s.metrics.requestCount.WithLabelValues("batch").Inc()
-	sentences := *req.Inputs.Sentences
-	if len(sentences) == 0 {
-		s.answerError(w, newError(errEmpty, "validation", "`inputs.sentences` cannot be empty"), nativeFace)
+	if len(req.Sentences) == 0 {
+		s.refuse(w, newError(errEmpty, "validation", "`inputs.sentences` cannot be empty"), nativeFace)
 		return
 	}
-	items := make([]input, 0, len(sentences)+1)
-	items = append(items, input{text: *req.Inputs.SourceSentence})
-	for _, t := range sentences {
+	items := make([]input, 0, len(req.Sentences)+1)
+	items = append(items, input{text: req.SourceSentence})
+	for _, t := range req.Sentences {
 		items = append(items, input{text: t})
 	}
+	if len(items) > s.cfg.MaxClientBatchSize {
+		s.refuse(w, errBatchSize(len(items), s.cfg.MaxClientBatchSize), nativeFace)
+		return
+	}
+	s.metrics.requestCount.WithLabelValues("batch").Inc()
 	var opt encodeOptions
 	if p := req.Parameters; p != nil {
 		opt = s.options(p.Truncate, p.TruncationDirection, p.PromptName)
 	} else {
 		opt = s.options(nil, truncateRight, nil)
 	}
-	encs, m, release, err := s.execute(r, job{
-		n:        len(items),
-		batch:    true,
-		modelErr: s.pooledModelErr(false, nil),
-		encode:   func(i int) (encoded, *apiError) { return s.encode(items[i], opt) },
+	outs, m, release, err := s.execute(r, job{
+		n:      len(items),
+		batch:  true,
+		check:  s.pooledCheck(false, nil),
+		encode: func(i int) (encoded, *apiError) { return s.encode(items[i], opt) },
 	})
 	defer release()
+	if err == nil {
+		if e := firstError(outs); e != nil {
+			err = e
+		}
+	}
 	if err != nil {
 		s.answerError(w, err, nativeFace)
 		return
 	}
-	source := s.model.pooled(encs[0].ids)
-	out := make([]float32, 0, len(encs)-1)
-	for _, e := range encs[1:] {
-		out = append(out, cosine(source, s.model.pooled(e.ids)))
+	source := s.vector(outs[0].enc, false, nil)
+	out := make([]f32, 0, len(outs)-1)
+	for _, o := range outs[1:] {
+		out = append(out, f32(cosine(source, s.vector(o.enc, false, nil))))
 	}
 	m.chars = totalChars(items)
-	s.succeed(w, "batch", m, false)
+	s.succeed(w, "batch", m)
 	writeJSON(w, http.StatusOK, out)
 }
 
+// cosine is the cosine similarity; NaN in, NaN out.
 func cosine(a, b []float32) float32 {
 	var dot, na, nb float64
 	for i := range a {

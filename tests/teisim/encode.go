@@ -2,6 +2,7 @@ package teisim
 
 import (
 	"time"
+	"unicode/utf8"
 )
 
 // maxCharMultiplier is TEI's character limit per token of max_input_length:
@@ -23,6 +24,12 @@ type encoded struct {
 	// pairAt is where the second text of a pair starts in ids; 0 for one text.
 	pairAt       int
 	tokenization time.Duration
+	// source is the text the model reads (prompt included; a pair's texts
+	// joined by a space), which the fault markers are looked for in.
+	source string
+	// nan and poison are set from the fault markers as the input goes to
+	// the backend: its output is NaN, its batch fails.
+	nan, poison bool
 }
 
 // prompt returns the text to prepend for a request's prompt_name, or the
@@ -39,7 +46,7 @@ func (s *Server) prompt(name *string) (string, *apiError) {
 	}
 	p, ok := s.cfg.Sim.Prompts[*name]
 	if !ok {
-		return "", newError(errValidation, "validation", "Input validation error: `default-prompt-name` is set to `%s` but it was not found in the Sentence Transformers prompts. Available prompts: %v", *name, promptNames(s.cfg.Sim.Prompts))
+		return "", newError(errValidation, "validation", "Input validation error: `default-prompt-name` is set to `%s` but it was not found in the Sentence Transformers prompts. Available prompts: %s", *name, promptNames(s.cfg.Sim.Prompts))
 	}
 	return p, nil
 }
@@ -62,14 +69,16 @@ func (s *Server) encode(in input, opt encodeOptions) (encoded, *apiError) {
 			return encoded{}, newError(errValidation, "validation", "Input validation error: `inputs` must have less than %d characters. Given: %d", limit, in.chars())
 		}
 		if !in.isIDs {
-			text = string([]rune(text)[:limit])
+			text = cutAt(text, limit)
 		}
 	}
 
 	var ids []uint32
+	source := prompt + text
 	switch {
 	case in.isIDs && prompt == "":
 		ids = in.ids
+		source = s.tok.decode(in.ids, true)
 		if len(ids) > s.model.maxInputLength {
 			if !opt.truncate {
 				return encoded{}, s.tooLong(len(ids))
@@ -79,6 +88,7 @@ func (s *Server) encode(in input, opt encodeOptions) (encoded, *apiError) {
 	default:
 		if in.isIDs {
 			text = s.tok.decode(in.ids, true)
+			source = prompt + text
 		}
 		content := s.tok.split(prompt + text)
 		budget := max(s.model.maxInputLength-2, 0)
@@ -90,23 +100,30 @@ func (s *Server) encode(in input, opt encodeOptions) (encoded, *apiError) {
 		}
 		ids = tokenIDs(s.model.vocab.withSpecials(content))
 	}
-	return encoded{ids: ids, tokenization: time.Since(start)}, nil
+	return encoded{ids: ids, tokenization: time.Since(start), source: source}, nil
 }
 
 // encodePair tokenizes a (query, text) pair for a cross-encoder:
 // [CLS] a [SEP] b [SEP], truncating the longer side first as TEI's
-// LongestFirst strategy does.
+// LongestFirst strategy does. TEI refuses a prompt on a pair, and routes
+// with pairs never name one, so a server with a default prompt refuses
+// every pair.
 func (s *Server) encodePair(a, b string, opt encodeOptions) (encoded, *apiError) {
 	start := time.Now()
 	if a == "" && b == "" {
 		return encoded{}, errInputsEmpty
+	}
+	if prompt, err := s.prompt(opt.promptName); err != nil {
+		return encoded{}, err
+	} else if prompt != "" {
+		return encoded{}, errPromptWithPair
 	}
 	chars := len([]rune(a)) + len([]rune(b))
 	if limit := s.model.maxInputLength * maxCharMultiplier; chars > limit {
 		if !opt.truncate {
 			return encoded{}, newError(errValidation, "validation", "Input validation error: `inputs` must have less than %d characters. Given: %d", limit, chars)
 		}
-		a, b = cutRunes(a, limit/2), cutRunes(b, limit/2)
+		a, b = cutAt(a, limit/2), cutAt(b, limit/2)
 	}
 	ta, tb := s.tok.split(a), s.tok.split(b)
 	budget := max(s.model.maxInputLength-3, 0)
@@ -125,7 +142,7 @@ func (s *Server) encodePair(a, b string, opt encodeOptions) (encoded, *apiError)
 	pairAt := len(ids)
 	ids = append(ids, tokenIDs(tb)...)
 	ids = append(ids, v.sep.id)
-	return encoded{ids: ids, pairAt: pairAt, tokenization: time.Since(start)}, nil
+	return encoded{ids: ids, pairAt: pairAt, tokenization: time.Since(start), source: a + " " + b}, nil
 }
 
 func (s *Server) tooLong(n int) *apiError {
@@ -157,12 +174,14 @@ func longestFirst(a, b, budget int) (int, int) {
 	return a, b
 }
 
-func cutRunes(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
+// cutAt is TEI's apply_limit on a text: cut to n bytes (though the limit
+// counts characters), and only where a character starts; elsewhere the text
+// stays whole.
+func cutAt(s string, n int) string {
+	if n >= len(s) || !utf8.RuneStart(s[n]) {
 		return s
 	}
-	return string(r[:n])
+	return s[:n]
 }
 
 func tokenIDs(tokens []token) []uint32 {

@@ -53,17 +53,32 @@ func newError(typ errorType, metric, format string, args ...any) *apiError {
 	return &apiError{status: typ.status(), typ: typ, message: fmt.Sprintf(format, args...), metric: metric}
 }
 
-// The errors TEI's routes answer, with TEI 1.9.3's exact messages.
+// The errors TEI's routes answer, with TEI 1.9.3's exact messages: those
+// raised in the router's handlers are bare, those from its core carry the
+// Display prefix of their TextEmbeddingsError ("Input validation error: ",
+// "Backend error: ").
 var (
-	errInputsEmpty   = newError(errEmpty, "validation", "Input validation error: `inputs` cannot be empty")
-	errTextsEmpty    = newError(errEmpty, "validation", "`texts` cannot be empty")
-	errOverloadedErr = newError(errOverloaded, "overloaded", "Model is overloaded")
-	errNotEmbedding  = newError(errBackend, "model_type", "Backend error: Model is not an embedding model")
-	errNotReranker   = newError(errBackend, "model_type", "model is not a re-ranker model")
-	errNotSplade     = newError(errBackend, "model_type", "Backend error: Model is not an embedding model with SPLADE pooling")
-	errNotClassifier = newError(errBackend, "model_type", "Backend error: Model is not a classifier model")
-	errSpladeNorm    = newError(errBackend, "model_type", "`normalize` is not available for SPLADE models")
-	errStopped       = newError(errBackend, "inference", "Backend error: the simulator is shutting down")
+	// errInputsEmpty is the tokenizer's refusal of an empty input ("" or []).
+	errInputsEmpty = newError(errEmpty, "validation", "Input validation error: `inputs` cannot be empty")
+	// errBatchEmpty is a handler's refusal of an empty batch; on the
+	// routes that take TEI's Input only /tokenize can reach it, since [] is
+	// one empty input there.
+	errBatchEmpty         = newError(errEmpty, "validation", "`inputs` cannot be empty")
+	errIDsEmpty           = newError(errEmpty, "tokenization", "Input validation error: `input_ids` cannot be empty")
+	errTextsEmpty         = newError(errEmpty, "validation", "`texts` cannot be empty")
+	errOverloadedErr      = newError(errOverloaded, "overloaded", "Model is overloaded")
+	errNotEmbedding       = newError(errBackend, "model_type", "Backend error: Model is not an embedding model")
+	errNotReranker        = newError(errBackend, "model_type", "Backend error: model is not a re-ranker model")
+	errNotSplade          = newError(errBackend, "model_type", "Backend error: Model is not an embedding model with SPLADE pooling")
+	errNotClassifier      = newError(errBackend, "model_type", "Backend error: Model is not a classifier model")
+	errSpladeNorm         = newError(errBackend, "model_type", "Backend error: `normalize` is not available for SPLADE models")
+	errEmbedAllSplade     = newError(errBackend, "model_type", "Backend error: `embed_all` is not available for SPLADE models")
+	errDimensionsZero     = newError(errValidation, "validation", "Input validation error: `dimensions` should be positive")
+	errDimensionsTooLarge = newError(errValidation, "validation", "Input validation error: `dimensions` should be smaller than the maximum embedding dimension.")
+	errPromptWithPair     = newError(errValidation, "tokenization", "Input validation error: `prompt_name` cannot be set with dual inputs")
+	// errScoreNaN is counted nowhere in TEI.
+	errScoreNaN = newError(errBackend, "", "score is NaN")
+	errStopped  = newError(errBackend, "inference", "Backend error: the simulator is shutting down")
 )
 
 func errBatchSize(n, limit int) *apiError {

@@ -1,7 +1,9 @@
 package teisim
 
 import (
+	"math"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -28,9 +30,25 @@ type metrics struct {
 	tokenizationDuration *prometheus.HistogramVec
 	queueDuration        *prometheus.HistogramVec
 	inferenceDuration    *prometheus.HistogramVec
-	inputLength          *prometheus.HistogramVec
-	batchSize            *prometheus.HistogramVec
-	batchTokens          *prometheus.HistogramVec
+	// Per input, as TEI's core records them: embed for the embedding
+	// routes, predict for /predict and /rerank.
+	embedDurations   inputDurations
+	predictDurations inputDurations
+	inputLength      *prometheus.HistogramVec
+	batchSize        *prometheus.HistogramVec
+	batchTokens      *prometheus.HistogramVec
+}
+
+// inputDurations are te_{embed,predict}_{,tokenization_,queue_,inference_}duration.
+type inputDurations struct {
+	total, tokenization, queue, inference *prometheus.HistogramVec
+}
+
+func (d inputDurations) observe(total, tokenization, queue, inference time.Duration) {
+	d.total.WithLabelValues().Observe(total.Seconds())
+	d.tokenization.WithLabelValues().Observe(tokenization.Seconds())
+	d.queue.WithLabelValues().Observe(queue.Seconds())
+	d.inference.WithLabelValues().Observe(inference.Seconds())
 }
 
 func newMetrics(maxInputLength, maxBatchTokens int) *metrics {
@@ -40,15 +58,26 @@ func newMetrics(maxInputLength, maxBatchTokens int) *metrics {
 	histogram := func(name, help string, buckets []float64) *prometheus.HistogramVec {
 		return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, nil)
 	}
-	// TEI's duration buckets start at 100µs and grow by 1.5; its length
-	// buckets are powers of two up to the limit.
-	durations := prometheus.ExponentialBuckets(0.0001, 1.5, 20)
-	lengths := func(limit int) []float64 {
+	// TEI's buckets (router/src/prometheus.rs): durations from 15µs
+	// growing by 1.5, 35 of them; input lengths the powers of two up to
+	// max_input_length; batch sizes 2^0..2^12; batch tokens 2^0..2^20.
+	durations := prometheus.ExponentialBuckets(0.00001*1.5, 1.5, 35)
+	powers := func(n int, limit float64) []float64 {
 		var b []float64
-		for v := 1; v < limit; v *= 2 {
-			b = append(b, float64(v))
+		for x := range n {
+			if v := math.Pow(2, float64(x)); v <= limit {
+				b = append(b, v)
+			}
 		}
-		return append(b, float64(limit))
+		return b
+	}
+	inputDurationsOf := func(kind string) inputDurations {
+		return inputDurations{
+			total:        histogram("te_"+kind+"_duration", "Per-input "+kind+" duration in seconds.", durations),
+			tokenization: histogram("te_"+kind+"_tokenization_duration", "Per-input tokenization duration in seconds.", durations),
+			queue:        histogram("te_"+kind+"_queue_duration", "Per-input queue duration in seconds.", durations),
+			inference:    histogram("te_"+kind+"_inference_duration", "Per-input inference duration in seconds.", durations),
+		}
 	}
 	m := &metrics{
 		registry:             prometheus.NewRegistry(),
@@ -64,14 +93,19 @@ func newMetrics(maxInputLength, maxBatchTokens int) *metrics {
 		tokenizationDuration: histogram("te_request_tokenization_duration", "Tokenization duration in seconds.", durations),
 		queueDuration:        histogram("te_request_queue_duration", "Queue duration in seconds.", durations),
 		inferenceDuration:    histogram("te_request_inference_duration", "Inference duration in seconds.", durations),
-		inputLength:          histogram("te_request_input_length", "Input length in tokens.", lengths(maxInputLength)),
-		batchSize:            histogram("te_batch_next_size", "Entries per backend batch.", lengths(1024)),
-		batchTokens:          histogram("te_batch_next_tokens", "Tokens per backend batch.", lengths(maxBatchTokens)),
+		embedDurations:       inputDurationsOf("embed"),
+		predictDurations:     inputDurationsOf("predict"),
+		inputLength:          histogram("te_request_input_length", "Input length in tokens.", powers(20, float64(maxInputLength))),
+		batchSize:            histogram("te_batch_next_size", "Entries per backend batch.", powers(13, math.Inf(1))),
+		batchTokens:          histogram("te_batch_next_tokens", "Tokens per backend batch.", powers(21, math.Inf(1))),
 	}
 	m.registry.MustRegister(m.requestCount, m.requestSuccess, m.requestFailure, m.embedCount, m.embedSuccess,
 		m.predictCount, m.predictSuccess,
 		m.queueSize, m.requestDuration, m.tokenizationDuration, m.queueDuration, m.inferenceDuration,
 		m.inputLength, m.batchSize, m.batchTokens)
+	for _, d := range []inputDurations{m.embedDurations, m.predictDurations} {
+		m.registry.MustRegister(d.total, d.tokenization, d.queue, d.inference)
+	}
 	return m
 }
 
@@ -80,7 +114,11 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 }
 
-// fail counts a failed request under e's cause.
+// fail counts a failure under e's cause, as TEI does at the place it
+// arises (once per input for per-input failures); errors TEI does not count
+// have no label.
 func (m *metrics) fail(e *apiError) {
-	m.requestFailure.WithLabelValues(e.metric).Inc()
+	if e.metric != "" {
+		m.requestFailure.WithLabelValues(e.metric).Inc()
+	}
 }

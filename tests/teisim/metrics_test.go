@@ -74,7 +74,9 @@ func TestMetrics(t *testing.T) {
 		{"te_request_failure", "err", "tokenization", 1},
 		// One per input sent to embedding, including the failed pair.
 		{"te_embed_count", "", "", 8},
-		{"te_embed_success", "", "", 6},
+		// The good input of the failed pair is embedded too: TEI runs a
+		// batch's inputs independently and answers the first failure.
+		{"te_embed_success", "", "", 7},
 	}
 	for _, c := range checks {
 		if got := counter(t, fams, c.name, c.label, c.value); got != c.want {
@@ -89,9 +91,26 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s: TEI's counters have no _total suffix", name)
 		}
 	}
-	for _, name := range []string{"te_queue_size", "te_request_duration", "te_request_queue_duration", "te_request_inference_duration", "te_request_input_length", "te_batch_next_size", "te_batch_next_tokens"} {
+	for _, name := range []string{"te_queue_size", "te_request_duration", "te_request_queue_duration", "te_request_inference_duration", "te_request_input_length", "te_batch_next_size", "te_batch_next_tokens",
+		"te_embed_duration", "te_embed_tokenization_duration", "te_embed_queue_duration", "te_embed_inference_duration"} {
 		if _, ok := fams[name]; !ok {
 			t.Errorf("no %s", name)
+		}
+	}
+	// TEI's buckets: powers of two, up to 2^12 entries and up to the
+	// model's 512 tokens.
+	for _, b := range []struct {
+		name        string
+		first, last float64
+	}{
+		{"te_batch_next_size", 1, 4096},
+		{"te_batch_next_tokens", 1, 1 << 20},
+		{"te_request_input_length", 1, 512},
+	} {
+		buckets := fams[b.name].GetMetric()[0].GetHistogram().GetBucket()
+		// The text format ends with the +Inf bucket.
+		if first, last := buckets[0].GetUpperBound(), buckets[len(buckets)-2].GetUpperBound(); first != b.first || last != b.last {
+			t.Errorf("%s buckets %v..%v, want %v..%v", b.name, first, last, b.first, b.last)
 		}
 	}
 }

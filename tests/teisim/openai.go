@@ -39,28 +39,33 @@ func (s *Server) handleOpenAI(w http.ResponseWriter, r *http.Request) {
 	method := req.Input.method()
 	s.metrics.requestCount.WithLabelValues(method).Inc()
 	opt := s.options(nil, truncateRight, nil)
-	encs, m, release, err := s.execute(r, job{
-		n:        len(req.Input.items),
-		batch:    req.Input.batch,
-		modelErr: s.pooledModelErr(true, req.Dimensions),
-		encode:   func(i int) (encoded, *apiError) { return s.encode(req.Input.items[i], opt) },
+	outs, m, release, err := s.execute(r, job{
+		n:      len(req.Input.items),
+		batch:  req.Input.batch,
+		check:  s.pooledCheck(true, req.Dimensions),
+		encode: func(i int) (encoded, *apiError) { return s.encode(req.Input.items[i], opt) },
+		finish: s.dimensionsCheck(req.Dimensions),
 	})
 	defer release()
+	if err == nil {
+		if e := firstError(outs); e != nil {
+			err = e
+		}
+	}
 	if err != nil {
 		s.answerError(w, err, openAIFace)
 		return
 	}
-	base64Format := req.EncodingFormat != nil && *req.EncodingFormat == "base64"
-	data := make([]openAIEmbedding, len(encs))
-	for i, e := range encs {
-		v := s.vector(e.ids, true, req.Dimensions)
-		data[i] = openAIEmbedding{Object: "embedding", Embedding: v, Index: i}
-		if base64Format {
+	data := make([]openAIEmbedding, len(outs))
+	for i, o := range outs {
+		v := s.vector(o.enc, true, req.Dimensions)
+		data[i] = openAIEmbedding{Object: "embedding", Embedding: vector(v), Index: i}
+		if req.Base64 {
 			data[i].Embedding = encodeBase64(v)
 		}
 	}
 	m.chars = totalChars(req.Input.items)
-	s.succeed(w, method, m, false)
+	s.succeed(w, method, m)
 	writeJSON(w, http.StatusOK, openAIResponse{
 		Object: "list",
 		Data:   data,
@@ -69,7 +74,8 @@ func (s *Server) handleOpenAI(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// encodeBase64 is OpenAI's base64 format: the little-endian float32 bytes.
+// encodeBase64 is OpenAI's base64 format as TEI writes it: the f32s' bytes
+// in memory (little-endian), NaN bits included.
 func encodeBase64(v []float32) string {
 	b := make([]byte, 4*len(v))
 	for i, f := range v {

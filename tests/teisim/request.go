@@ -1,10 +1,7 @@
 package teisim
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -13,10 +10,13 @@ import (
 )
 
 // decodeBody reads a JSON request body into dst the way TEI's framework
-// (axum's Json extractor) does, answering its plain-text errors itself:
-// 415 for a wrong Content-Type, 413 over --payload-limit, 400 for malformed
-// JSON and 422 for JSON of the wrong shape. It reports whether dst is usable.
-func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, dst checker) bool {
+// (axum 0.7's Json extractor over serde) does, answering its plain-text
+// errors itself: 415 for a wrong Content-Type, 413 over --payload-limit,
+// 400 for what serde_json calls a syntax error (malformed JSON, invalid
+// UTF-8, lone surrogates, null or a number where an enum goes) and 422 for
+// JSON of the wrong shape (missing, duplicate or mistyped fields). See
+// serde.go for the decoder. It reports whether dst is usable.
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, dst serdeRequest) bool {
 	if !isJSONContentType(r.Header.Get("Content-Type")) {
 		writePlain(w, http.StatusUnsupportedMediaType, "Expected request with `Content-Type: application/json`")
 		return false
@@ -31,28 +31,24 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, dst checker)
 		writePlain(w, http.StatusBadRequest, "Failed to buffer the request body: "+err.Error())
 		return false
 	}
-	var syntax any
-	if err := json.Unmarshal(body, &syntax); err != nil {
-		writePlain(w, http.StatusBadRequest, "Failed to parse the request body as JSON: "+err.Error())
-		return false
-	}
-	if err := json.Unmarshal(body, dst); err != nil {
-		writePlain(w, http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: "+err.Error())
-		return false
-	}
-	if err := dst.check(); err != nil {
-		writePlain(w, http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: "+err.Error())
+	if err := dst.decode(newDeserializer(body)); err != nil {
+		if err.syntax {
+			writePlain(w, http.StatusBadRequest, "Failed to parse the request body as JSON: "+err.Error())
+		} else {
+			writePlain(w, http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: "+err.Error())
+		}
 		return false
 	}
 	return true
 }
 
-// checker is a request that can say whether a required field is missing,
-// which encoding/json cannot.
-type checker interface {
-	check() error
+// serdeRequest is a request body with TEI's serde rules for decoding it.
+type serdeRequest interface {
+	decode(d *deserializer) *serdeError
 }
 
+// isJSONContentType is axum's json_content_type: application/json or any
+// application/*+json, parameters allowed.
 func isJSONContentType(v string) bool {
 	mt, _, err := mime.ParseMediaType(v)
 	if err != nil {
@@ -61,7 +57,92 @@ func isJSONContentType(v string) bool {
 	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
 }
 
-func missing(field string) error { return fmt.Errorf("missing field `%s`", field) }
+// Field constructors: how a derived struct treats a missing field.
+
+// required is a field serde must find ("missing field" otherwise).
+func required(name string, decode func(*deserializer, path) *serdeError) field {
+	return field{name: name, required: true, decode: decode}
+}
+
+// defaulted is a field with #[serde(default)]: absent means its default,
+// in the object form and the sequence form alike.
+func defaulted(name string, decode func(*deserializer, path) *serdeError) field {
+	return field{name: name, serdeDefault: true, decode: decode}
+}
+
+// optional is an Option field without #[serde(default)]: absent from an
+// object means None, but the sequence form must still carry it.
+func optional(name string, decode func(*deserializer, path) *serdeError) field {
+	return field{name: name, decode: decode}
+}
+
+// Value decoders for the fields' Rust types.
+
+// boolInto is bool: true or false, never null.
+func boolInto(dst *bool) func(*deserializer, path) *serdeError {
+	return func(d *deserializer, p path) (err *serdeError) {
+		*dst, err = d.boolean(p)
+		return err
+	}
+}
+
+// optBoolInto is Option<bool>: null is None.
+func optBoolInto(dst **bool) func(*deserializer, path) *serdeError {
+	return func(d *deserializer, p path) *serdeError {
+		null, err := d.isNull(p)
+		if err != nil || null {
+			*dst = nil
+			return err
+		}
+		v, err := d.boolean(p)
+		*dst = &v
+		return err
+	}
+}
+
+// stringInto is String.
+func stringInto(dst *string) func(*deserializer, path) *serdeError {
+	return func(d *deserializer, p path) (err *serdeError) {
+		*dst, err = d.str(p)
+		return err
+	}
+}
+
+// optStringInto is Option<String>.
+func optStringInto(dst **string) func(*deserializer, path) *serdeError {
+	return func(d *deserializer, p path) *serdeError {
+		null, err := d.isNull(p)
+		if err != nil || null {
+			*dst = nil
+			return err
+		}
+		v, err := d.str(p)
+		*dst = &v
+		return err
+	}
+}
+
+// stringsInto is Vec<String>.
+func stringsInto(dst *[]string) func(*deserializer, path) *serdeError {
+	return func(d *deserializer, p path) (err *serdeError) {
+		*dst, err = d.strs(p)
+		return err
+	}
+}
+
+// optUsizeInto is Option<usize>.
+func optUsizeInto(dst **uint64) func(*deserializer, path) *serdeError {
+	return func(d *deserializer, p path) *serdeError {
+		null, err := d.isNull(p)
+		if err != nil || null {
+			*dst = nil
+			return err
+		}
+		v, err := d.usize(p)
+		*dst = &v
+		return err
+	}
+}
 
 // input is one input of a request: a text or a list of token ids.
 type input struct {
@@ -86,68 +167,49 @@ func (in input) empty() bool {
 	return in.text == ""
 }
 
-// inputs is TEI's Input: a string, a list of token ids (one input), or a
-// list whose items are strings or id lists (a batch).
+// inputs is TEI's Input, an untagged enum: a string or a list of token
+// ids is one input (so [] is one empty input, not an empty batch), a list of
+// strings and id lists is a batch.
 type inputs struct {
-	set   bool
 	batch bool
 	items []input
 }
 
-var errInputShape = errors.New("data did not match any variant of untagged enum Input")
+// inputType matches TEI's InputType: a string or a Vec<u32>.
+func (c content) inputType() (input, bool) {
+	if c.kind == 's' {
+		return input{text: c.s}, true
+	}
+	if ids, ok := c.ids(); ok {
+		return input{ids: ids, isIDs: true}, true
+	}
+	return input{}, false
+}
 
-// UnmarshalJSON implements json.Unmarshaler.
-func (in *inputs) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	in.set = true
-	switch {
-	case len(b) > 0 && b[0] == '"':
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
+// inputsInto is Input.
+func inputsInto(dst *inputs) func(*deserializer, path) *serdeError {
+	return func(d *deserializer, p path) *serdeError {
+		c, err := d.content(p)
+		if err != nil {
 			return err
 		}
-		in.items = []input{{text: s}}
-		return nil
-	case len(b) > 0 && b[0] == '[':
-	default:
-		return errInputShape
-	}
-	var raw []json.RawMessage
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return err
-	}
-	if len(raw) == 0 {
-		// An empty list is an empty batch (400 Empty), not an empty id list.
-		in.batch = true
-		return nil
-	}
-	if first := bytes.TrimSpace(raw[0]); len(first) > 0 && first[0] != '"' && first[0] != '[' {
-		var ids []uint32
-		if err := json.Unmarshal(b, &ids); err != nil {
-			return errInputShape
+		if in, ok := c.inputType(); ok {
+			*dst = inputs{items: []input{in}}
+			return nil
 		}
-		in.items = []input{{ids: ids, isIDs: true}}
-		return nil
-	}
-	in.batch = true
-	in.items = make([]input, len(raw))
-	for i, item := range raw {
-		item = bytes.TrimSpace(item)
-		switch {
-		case len(item) > 0 && item[0] == '"':
-			if err := json.Unmarshal(item, &in.items[i].text); err != nil {
-				return err
+		if c.kind == 'a' {
+			items := make([]input, len(c.seq))
+			for i, item := range c.seq {
+				var ok bool
+				if items[i], ok = item.inputType(); !ok {
+					return noVariant("Input")
+				}
 			}
-		case len(item) > 0 && item[0] == '[':
-			in.items[i].isIDs = true
-			if err := json.Unmarshal(item, &in.items[i].ids); err != nil {
-				return errInputShape
-			}
-		default:
-			return errInputShape
+			*dst = inputs{batch: true, items: items}
+			return nil
 		}
+		return noVariant("Input")
 	}
-	return nil
 }
 
 // method is te_request_count's label for these inputs.
@@ -158,7 +220,7 @@ func (in inputs) method() string {
 	return "single"
 }
 
-// direction is TEI's truncation_direction.
+// direction is TEI's TruncationDirection.
 type direction int
 
 const (
@@ -166,93 +228,133 @@ const (
 	truncateLeft
 )
 
-// UnmarshalJSON implements json.Unmarshaler; TEI takes Right and Left in
-// either case.
-func (d *direction) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
+// directionVariants are TruncationDirection's spellings: each variant with
+// its aliases, which serde lists sorted per variant.
+var (
+	directionVariants = map[string]int{"Left": int(truncateLeft), "left": int(truncateLeft), "Right": int(truncateRight), "right": int(truncateRight)}
+	directionNames    = []string{"Left", "left", "Right", "right"}
+)
+
+// directionInto is TruncationDirection.
+func directionInto(dst *direction) func(*deserializer, path) *serdeError {
+	return func(d *deserializer, p path) *serdeError {
+		v, err := d.unitEnum(p, directionVariants, directionNames)
+		*dst = direction(v)
 		return err
 	}
-	switch s {
-	case "Right", "right":
-		*d = truncateRight
-	case "Left", "left":
-		*d = truncateLeft
-	default:
-		return fmt.Errorf("unknown variant `%s`, expected one of `Left`, `Right`, `left`, `right`", s)
-	}
-	return nil
 }
 
-// embedRequest is the body of /embed, /embed_all and /embed_sparse.
+// embedRequest is the body of /embed (TEI's EmbedRequest).
 type embedRequest struct {
-	Inputs              inputs    `json:"inputs"`
-	Truncate            *bool     `json:"truncate"`
-	TruncationDirection direction `json:"truncation_direction"`
-	PromptName          *string   `json:"prompt_name"`
-	Normalize           *bool     `json:"normalize"`
-	Dimensions          *uint32   `json:"dimensions"`
+	Inputs              inputs
+	Truncate            *bool
+	TruncationDirection direction
+	PromptName          *string
+	Normalize           bool
+	Dimensions          *uint64
 }
 
-func (r *embedRequest) check() error {
-	if !r.Inputs.set {
-		return missing("inputs")
-	}
-	return nil
+func (r *embedRequest) decode(d *deserializer) *serdeError {
+	r.Normalize = true
+	return d.structure(nil, "EmbedRequest", []field{
+		required("inputs", inputsInto(&r.Inputs)),
+		defaulted("truncate", optBoolInto(&r.Truncate)),
+		defaulted("truncation_direction", directionInto(&r.TruncationDirection)),
+		optional("prompt_name", optStringInto(&r.PromptName)),
+		defaulted("normalize", boolInto(&r.Normalize)),
+		optional("dimensions", optUsizeInto(&r.Dimensions)),
+	})
 }
 
-// openAIRequest is the body of /v1/embeddings and /embeddings.
+// embedAllRequest is the body of /embed_all and /embed_sparse (TEI's
+// EmbedAllRequest and EmbedSparseRequest, alike but for their names).
+type embedAllRequest struct {
+	name                string
+	Inputs              inputs
+	Truncate            *bool
+	TruncationDirection direction
+	PromptName          *string
+}
+
+func (r *embedAllRequest) decode(d *deserializer) *serdeError {
+	return d.structure(nil, r.name, []field{
+		required("inputs", inputsInto(&r.Inputs)),
+		defaulted("truncate", optBoolInto(&r.Truncate)),
+		defaulted("truncation_direction", directionInto(&r.TruncationDirection)),
+		optional("prompt_name", optStringInto(&r.PromptName)),
+	})
+}
+
+// openAIRequest is the body of /v1/embeddings and /embeddings (TEI's
+// OpenAICompatRequest).
 type openAIRequest struct {
-	Input          inputs  `json:"input"`
-	Model          *string `json:"model"`
-	User           *string `json:"user"`
-	EncodingFormat *string `json:"encoding_format"`
-	Dimensions     *uint32 `json:"dimensions"`
+	Input  inputs
+	Model  *string
+	User   *string
+	Base64 bool // encoding_format: "float" (the default) or "base64"
+	// Dimensions is accepted as TEI does.
+	Dimensions *uint64
 }
 
-func (r *openAIRequest) check() error {
-	if !r.Input.set {
-		return missing("input")
-	}
-	if f := r.EncodingFormat; f != nil && *f != "float" && *f != "base64" {
-		return fmt.Errorf("encoding_format: unknown variant `%s`, expected `float` or `base64`", *f)
-	}
-	return nil
+var (
+	encodingFormats     = map[string]int{"float": 0, "base64": 1}
+	encodingFormatNames = []string{"float", "base64"}
+)
+
+func (r *openAIRequest) decode(d *deserializer) *serdeError {
+	return d.structure(nil, "OpenAICompatRequest", []field{
+		required("input", inputsInto(&r.Input)),
+		optional("model", optStringInto(&r.Model)),
+		optional("user", optStringInto(&r.User)),
+		defaulted("encoding_format", func(d *deserializer, p path) *serdeError {
+			v, err := d.unitEnum(p, encodingFormats, encodingFormatNames)
+			r.Base64 = v == 1
+			return err
+		}),
+		optional("dimensions", optUsizeInto(&r.Dimensions)),
+	})
 }
 
-// rerankRequest is the body of /rerank.
+// rerankRequest is the body of /rerank (TEI's RerankRequest).
 type rerankRequest struct {
-	Query               *string   `json:"query"`
-	Texts               *[]string `json:"texts"`
-	Truncate            *bool     `json:"truncate"`
-	TruncationDirection direction `json:"truncation_direction"`
-	RawScores           bool      `json:"raw_scores"`
-	ReturnText          bool      `json:"return_text"`
+	Query               string
+	Texts               []string
+	Truncate            *bool
+	TruncationDirection direction
+	RawScores           bool
+	ReturnText          bool
 }
 
-func (r *rerankRequest) check() error {
-	switch {
-	case r.Query == nil:
-		return missing("query")
-	case r.Texts == nil:
-		return missing("texts")
-	}
-	return nil
+func (r *rerankRequest) decode(d *deserializer) *serdeError {
+	return d.structure(nil, "RerankRequest", []field{
+		required("query", stringInto(&r.Query)),
+		required("texts", stringsInto(&r.Texts)),
+		defaulted("truncate", optBoolInto(&r.Truncate)),
+		defaulted("truncation_direction", directionInto(&r.TruncationDirection)),
+		defaulted("raw_scores", boolInto(&r.RawScores)),
+		defaulted("return_text", boolInto(&r.ReturnText)),
+	})
 }
 
-// predictRequest is the body of /predict.
+// predictRequest is the body of /predict (TEI's PredictRequest).
 type predictRequest struct {
-	Inputs              predictInputs `json:"inputs"`
-	Truncate            *bool         `json:"truncate"`
-	TruncationDirection direction     `json:"truncation_direction"`
-	RawScores           bool          `json:"raw_scores"`
+	Inputs              predictInputs
+	Truncate            *bool
+	TruncationDirection direction
+	RawScores           bool
 }
 
-func (r *predictRequest) check() error {
-	if !r.Inputs.set {
-		return missing("inputs")
-	}
-	return nil
+func (r *predictRequest) decode(d *deserializer) *serdeError {
+	return d.structure(nil, "PredictRequest", []field{
+		required("inputs", func(d *deserializer, p path) (err *serdeError) {
+			r.Inputs, err = d.predictInput(p)
+			return err
+		}),
+		// TEI gives this Option no #[serde(default)].
+		optional("truncate", optBoolInto(&r.Truncate)),
+		defaulted("truncation_direction", directionInto(&r.TruncationDirection)),
+		defaulted("raw_scores", boolInto(&r.RawScores)),
+	})
 }
 
 // sequence is one /predict input: a text or a pair of texts.
@@ -261,143 +363,262 @@ type sequence struct {
 	isPair bool
 }
 
-// predictInputs is TEI's PredictInput: a string, a pair ["a", "b"], or a
-// batch [["a"], ["a", "b"], ...].
+// predictInputs is TEI's PredictInput: a string or a list of one or two
+// strings (one input), or a list of such lists (a batch).
 type predictInputs struct {
-	set   bool
 	batch bool
 	items []sequence
 }
 
-var errPredictShape = errors.New("data did not match any variant of untagged enum PredictInput")
+// predictExpecting is PredictInput's visitor's expecting text.
+const predictExpecting = "a string, a pair of strings [string, string] or a batch of mixed strings and pairs [[string], [string, string], ...]"
 
-// UnmarshalJSON implements json.Unmarshaler.
-func (p *predictInputs) UnmarshalJSON(b []byte) error {
-	p.set = true
-	var single string
-	if err := json.Unmarshal(b, &single); err == nil {
-		p.items = []sequence{{a: single}}
-		return nil
+// predictInput is PredictInput's hand-written Deserialize: deserialize_any
+// with a visitor that takes a string or a sequence.
+func (d *deserializer) predictInput(p path) (predictInputs, *serdeError) {
+	c, ok := d.whitespace()
+	if !ok {
+		return predictInputs{}, d.peekErr(eofValue).at(p)
 	}
-	var pair []string
-	if err := json.Unmarshal(b, &pair); err == nil {
-		if len(pair) != 2 {
-			return errPredictShape
+	var v predictInputs
+	var err *serdeError
+	switch {
+	case c == 'n':
+		d.eat()
+		if err = d.parseIdent("ull"); err == nil {
+			err = invalidType("null", predictExpecting)
 		}
-		p.items = []sequence{{a: pair[0], b: pair[1], isPair: true}}
-		return nil
-	}
-	var batch [][]string
-	if err := json.Unmarshal(b, &batch); err != nil {
-		return errPredictShape
-	}
-	p.batch = true
-	p.items = make([]sequence, len(batch))
-	for i, s := range batch {
-		switch len(s) {
-		case 1:
-			p.items[i] = sequence{a: s[0]}
-		case 2:
-			p.items[i] = sequence{a: s[0], b: s[1], isPair: true}
-		default:
-			return errPredictShape
+	case c == 't' || c == 'f':
+		d.eat()
+		word, unexp := "alse", "boolean `false`"
+		if c == 't' {
+			word, unexp = "rue", "boolean `true`"
 		}
+		if err = d.parseIdent(word); err == nil {
+			err = invalidType(unexp, predictExpecting)
+		}
+	case c == '-' || isDigit(c):
+		var n number
+		if n, err = d.anyNumber(); err == nil {
+			err = invalidType(n.unexpected(), predictExpecting)
+		}
+	case c == '"':
+		d.eat()
+		var s string
+		s, err = d.parseStr()
+		v.items = []sequence{{a: s}}
+	case c == '[' || c == '{':
+		if err := d.enter(); err != nil {
+			return predictInputs{}, err.at(p)
+		}
+		d.eat()
+		if c == '[' {
+			v, err = d.predictSeq(p)
+		} else {
+			err = invalidType("map", predictExpecting)
+		}
+		d.leave()
+		end := d.endSeq
+		if c == '{' {
+			end = d.endMap
+		}
+		if e := end(); err == nil {
+			err = e
+		}
+	default:
+		err = d.peekErr(expectedSomeValue)
 	}
-	return nil
+	return v, d.fixPosition(err).at(p)
 }
 
-// tokenizeRequest is the body of /tokenize.
+// predictSeq is PredictInputVisitor's visit_seq: the first element decides
+// between one input (a string, then maybe a second) and a batch (a list).
+func (d *deserializer) predictSeq(p path) (predictInputs, *serdeError) {
+	first := true
+	more, err := d.hasNextElement(&first)
+	if err != nil {
+		return predictInputs{}, err.at(p)
+	}
+	if !more {
+		return predictInputs{}, custom("invalid length 0, expected %s", predictExpecting)
+	}
+	head, err := d.content(p.index(0))
+	if err != nil {
+		return predictInputs{}, err
+	}
+	if head.kind == 's' {
+		if more, err = d.hasNextElement(&first); err != nil || !more {
+			return predictInputs{items: []sequence{{a: head.s}}}, err.at(p)
+		}
+		second, err := d.str(p.index(1))
+		if err != nil {
+			return predictInputs{}, err
+		}
+		if more, err = d.hasNextElement(&first); err != nil {
+			return predictInputs{}, err.at(p)
+		}
+		if more {
+			if _, err := d.str(p.index(2)); err != nil {
+				return predictInputs{}, err
+			}
+			return predictInputs{}, custom("invalid length 3, expected %s", predictExpecting)
+		}
+		return predictInputs{items: []sequence{{a: head.s, b: second, isPair: true}}}, nil
+	}
+	texts, ok := head.strs()
+	if !ok {
+		return predictInputs{}, noVariant("Internal").at(p.index(0))
+	}
+	s, err := sequenceFromVec(texts)
+	if err != nil {
+		return predictInputs{}, err
+	}
+	out := predictInputs{batch: true, items: []sequence{s}}
+	for i := 1; ; i++ {
+		if more, err = d.hasNextElement(&first); err != nil {
+			return predictInputs{}, err.at(p)
+		}
+		if !more {
+			return out, nil
+		}
+		texts, err := d.strs(p.index(i))
+		if err != nil {
+			return predictInputs{}, err
+		}
+		s, err := sequenceFromVec(texts)
+		if err != nil {
+			return predictInputs{}, err
+		}
+		out.items = append(out.items, s)
+	}
+}
+
+// sequenceFromVec takes one text or a pair.
+func sequenceFromVec(texts []string) (sequence, *serdeError) {
+	switch len(texts) {
+	case 1:
+		return sequence{a: texts[0]}, nil
+	case 2:
+		return sequence{a: texts[0], b: texts[1], isPair: true}, nil
+	}
+	return sequence{}, custom("invalid length %d, expected %s", len(texts), predictExpecting)
+}
+
+// tokenizeRequest is the body of /tokenize (TEI's TokenizeRequest).
 type tokenizeRequest struct {
-	Inputs           tokenizeInputs `json:"inputs"`
-	AddSpecialTokens *bool          `json:"add_special_tokens"`
-	PromptName       *string        `json:"prompt_name"`
+	Inputs           tokenizeInputs
+	AddSpecialTokens bool
+	PromptName       *string
 }
 
-func (r *tokenizeRequest) check() error {
-	if !r.Inputs.set {
-		return missing("inputs")
-	}
-	return nil
-}
-
-// tokenizeInputs is a string or a list of strings.
+// tokenizeInputs is TEI's TokenizeInput: a string or a list of strings.
 type tokenizeInputs struct {
-	set   bool
 	batch bool
 	items []string
 }
 
-// UnmarshalJSON implements json.Unmarshaler.
-func (t *tokenizeInputs) UnmarshalJSON(b []byte) error {
-	t.set = true
-	var single string
-	if err := json.Unmarshal(b, &single); err == nil {
-		t.items = []string{single}
-		return nil
-	}
-	t.batch = true
-	if err := json.Unmarshal(b, &t.items); err != nil {
-		return errors.New("data did not match any variant of untagged enum TokenizeInput")
-	}
-	return nil
+func (r *tokenizeRequest) decode(d *deserializer) *serdeError {
+	r.AddSpecialTokens = true
+	return d.structure(nil, "TokenizeRequest", []field{
+		required("inputs", func(d *deserializer, p path) *serdeError {
+			c, err := d.content(p)
+			if err != nil {
+				return err
+			}
+			if c.kind == 's' {
+				r.Inputs = tokenizeInputs{items: []string{c.s}}
+				return nil
+			}
+			texts, ok := c.strs()
+			if !ok {
+				return noVariant("TokenizeInput")
+			}
+			r.Inputs = tokenizeInputs{batch: true, items: texts}
+			return nil
+		}),
+		defaulted("add_special_tokens", boolInto(&r.AddSpecialTokens)),
+		optional("prompt_name", optStringInto(&r.PromptName)),
+	})
 }
 
-// decodeRequest is the body of /decode.
+// decodeRequest is the body of /decode (TEI's DecodeRequest).
 type decodeRequest struct {
-	IDs               idsInput `json:"ids"`
-	SkipSpecialTokens *bool    `json:"skip_special_tokens"`
+	IDs               idsInput
+	SkipSpecialTokens bool
 }
 
-func (r *decodeRequest) check() error {
-	if !r.IDs.set {
-		return missing("ids")
-	}
-	return nil
-}
-
-// idsInput is a list of ids or a list of such lists.
+// idsInput is TEI's InputIds: a list of ids (so [] is one empty list) or a
+// list of such lists.
 type idsInput struct {
-	set   bool
 	batch bool
 	items [][]uint32
 }
 
-// UnmarshalJSON implements json.Unmarshaler.
-func (d *idsInput) UnmarshalJSON(b []byte) error {
-	d.set = true
-	var single []uint32
-	if err := json.Unmarshal(b, &single); err == nil {
-		d.items = [][]uint32{single}
-		return nil
-	}
-	d.batch = true
-	if err := json.Unmarshal(b, &d.items); err != nil {
-		return errors.New("data did not match any variant of untagged enum InputIds")
-	}
-	return nil
+func (r *decodeRequest) decode(d *deserializer) *serdeError {
+	r.SkipSpecialTokens = true
+	return d.structure(nil, "DecodeRequest", []field{
+		required("ids", func(d *deserializer, p path) *serdeError {
+			c, err := d.content(p)
+			if err != nil {
+				return err
+			}
+			if ids, ok := c.ids(); ok {
+				r.IDs = idsInput{items: [][]uint32{ids}}
+				return nil
+			}
+			if c.kind == 'a' {
+				batch := make([][]uint32, len(c.seq))
+				for i, item := range c.seq {
+					var ok bool
+					if batch[i], ok = item.ids(); !ok {
+						return noVariant("InputIds")
+					}
+				}
+				r.IDs = idsInput{batch: true, items: batch}
+				return nil
+			}
+			return noVariant("InputIds")
+		}),
+		defaulted("skip_special_tokens", boolInto(&r.SkipSpecialTokens)),
+	})
 }
 
-// similarityRequest is the body of /similarity.
+// similarityRequest is the body of /similarity (TEI's SimilarityRequest).
 type similarityRequest struct {
-	Inputs *struct {
-		SourceSentence *string   `json:"source_sentence"`
-		Sentences      *[]string `json:"sentences"`
-	} `json:"inputs"`
-	Parameters *struct {
-		Truncate            *bool     `json:"truncate"`
-		TruncationDirection direction `json:"truncation_direction"`
-		PromptName          *string   `json:"prompt_name"`
-	} `json:"parameters"`
+	SourceSentence string
+	Sentences      []string
+	// Parameters is nil when absent or null.
+	Parameters *similarityParameters
 }
 
-func (r *similarityRequest) check() error {
-	switch {
-	case r.Inputs == nil:
-		return missing("inputs")
-	case r.Inputs.SourceSentence == nil:
-		return missing("source_sentence")
-	case r.Inputs.Sentences == nil:
-		return missing("sentences")
-	}
-	return nil
+// similarityParameters is TEI's SimilarityParameters.
+type similarityParameters struct {
+	Truncate            *bool
+	TruncationDirection direction
+	PromptName          *string
+}
+
+func (r *similarityRequest) decode(d *deserializer) *serdeError {
+	return d.structure(nil, "SimilarityRequest", []field{
+		required("inputs", func(d *deserializer, p path) *serdeError {
+			return d.structure(p, "SimilarityInput", []field{
+				required("source_sentence", stringInto(&r.SourceSentence)),
+				required("sentences", stringsInto(&r.Sentences)),
+			})
+		}),
+		optional("parameters", func(d *deserializer, p path) *serdeError {
+			null, err := d.isNull(p)
+			if err != nil || null {
+				r.Parameters = nil
+				return err
+			}
+			params := &similarityParameters{}
+			r.Parameters = params
+			return d.structure(p, "SimilarityParameters", []field{
+				optional("truncate", optBoolInto(&params.Truncate)),
+				defaulted("truncation_direction", directionInto(&params.TruncationDirection)),
+				optional("prompt_name", optStringInto(&params.PromptName)),
+			})
+		}),
+	})
 }

@@ -2,6 +2,7 @@ package teisim
 
 import (
 	"cmp"
+	"math"
 	"net/http"
 	"slices"
 	"unicode/utf8"
@@ -10,68 +11,95 @@ import (
 // rank is one /rerank result.
 type rank struct {
 	Index int     `json:"index"`
-	Score float32 `json:"score"`
 	Text  *string `json:"text,omitempty"`
+	Score f32     `json:"score"`
 }
 
 // handleRerank serves POST /rerank: a score per text for the query, sorted
 // by score descending, sigmoid applied unless raw_scores. TEI has no top_n.
+// Each text takes its own permit, so under load the texts that got one are
+// scored (and counted) before the request answers 429.
 func (s *Server) handleRerank(w http.ResponseWriter, r *http.Request) {
 	var req rerankRequest
 	if !s.decodeBody(w, r, &req) {
 		return
 	}
-	texts := *req.Texts
-	if len(texts) == 0 {
-		s.answerError(w, errTextsEmpty, nativeFace)
+	if len(req.Texts) == 0 {
+		s.refuse(w, errTextsEmpty, nativeFace)
 		return
 	}
 	// TEI refuses a model that is not a reranker before admission, unlike
 	// the other routes.
 	if s.model.kind != kindReranker {
-		s.answerError(w, errNotReranker, nativeFace)
+		s.refuse(w, errNotReranker, nativeFace)
 		return
 	}
 	s.metrics.requestCount.WithLabelValues("batch").Inc()
-	query := *req.Query
 	opt := s.options(req.Truncate, req.TruncationDirection, nil)
-	encs, m, release, err := s.execute(r, job{
-		n:       len(texts),
-		batch:   true,
-		predict: true,
-		encode:  func(i int) (encoded, *apiError) { return s.encodePair(query, texts[i], opt) },
+	outs, m, release, err := s.execute(r, job{
+		n:         len(req.Texts),
+		batch:     true,
+		admission: eachPermit,
+		predict:   true,
+		encode:    func(i int) (encoded, *apiError) { return s.encodePair(req.Query, req.Texts[i], opt) },
 	})
 	defer release()
+	if err == nil {
+		if e := firstError(outs); e != nil {
+			err = e
+		}
+	}
 	if err != nil {
 		s.answerError(w, err, nativeFace)
 		return
 	}
-	ranks := make([]rank, len(encs))
-	for i, e := range encs {
-		score := s.model.relevance(e.ids[:e.pairAt], e.ids[e.pairAt:], e.ids)
+	ranks := make([]rank, len(outs))
+	for i, o := range outs {
+		score := s.score(o.enc)
+		if math.IsNaN(score) {
+			s.answerError(w, errScoreNaN, nativeFace)
+			return
+		}
 		if !req.RawScores {
 			score = sigmoid(score)
 		}
-		ranks[i] = rank{Index: i, Score: float32(score)}
+		ranks[i] = rank{Index: i, Score: f32(score)}
 		if req.ReturnText {
-			ranks[i].Text = &texts[i]
+			ranks[i].Text = &req.Texts[i]
 		}
-		m.chars += utf8.RuneCountInString(query) + utf8.RuneCountInString(texts[i])
+		m.chars += utf8.RuneCountInString(req.Query) + utf8.RuneCountInString(req.Texts[i])
 	}
-	slices.SortStableFunc(ranks, func(a, b rank) int { return cmp.Compare(b.Score, a.Score) })
-	s.succeed(w, "batch", m, true)
+	sortDescending(ranks, func(r rank) f32 { return r.Score })
+	s.succeed(w, "batch", m)
 	writeJSON(w, http.StatusOK, ranks)
+}
+
+// sortDescending orders items as TEI does: a stable sort by score, then
+// reversed, so among equal scores the later item comes first.
+func sortDescending[T any](items []T, score func(T) f32) {
+	slices.SortStableFunc(items, func(a, b T) int { return cmp.Compare(score(a), score(b)) })
+	slices.Reverse(items)
+}
+
+// score is a cross-encoder's logit for an encoded pair (NaN where the fault
+// knobs say the model outputs NaN).
+func (s *Server) score(e encoded) float64 {
+	if e.nan {
+		return math.NaN()
+	}
+	return s.model.relevance(e.ids[:e.pairAt], e.ids[e.pairAt:], e.ids)
 }
 
 // prediction is one label's score in /predict.
 type prediction struct {
-	Score float32 `json:"score"`
-	Label string  `json:"label"`
+	Score f32    `json:"score"`
+	Label string `json:"label"`
 }
 
 // handlePredict serves POST /predict for classifiers and rerankers: every
 // label's score, sorted descending; softmax over several labels, sigmoid for
-// one, unless raw_scores.
+// one, unless raw_scores. A batch takes one permit per input as /rerank does;
+// a single input takes its permit before any work.
 func (s *Server) handlePredict(w http.ResponseWriter, r *http.Request) {
 	var req predictRequest
 	if !s.decodeBody(w, r, &req) {
@@ -82,17 +110,22 @@ func (s *Server) handlePredict(w http.ResponseWriter, r *http.Request) {
 		method = "batch"
 	}
 	s.metrics.requestCount.WithLabelValues(method).Inc()
-	var modelErr *apiError
+	var check func() *apiError
 	if s.model.kind != kindClassifier && s.model.kind != kindReranker {
-		modelErr = errNotClassifier
+		check = func() *apiError { return errNotClassifier }
+	}
+	admit := allPermits
+	if req.Inputs.batch {
+		admit = eachPermit
 	}
 	opt := s.options(req.Truncate, req.TruncationDirection, nil)
 	items := req.Inputs.items
-	encs, m, release, err := s.execute(r, job{
-		n:        len(items),
-		batch:    req.Inputs.batch,
-		predict:  true,
-		modelErr: modelErr,
+	outs, m, release, err := s.execute(r, job{
+		n:         len(items),
+		batch:     req.Inputs.batch,
+		admission: admit,
+		predict:   true,
+		check:     check,
 		encode: func(i int) (encoded, *apiError) {
 			if items[i].isPair {
 				return s.encodePair(items[i].a, items[i].b, opt)
@@ -101,28 +134,48 @@ func (s *Server) handlePredict(w http.ResponseWriter, r *http.Request) {
 		},
 	})
 	defer release()
+	out := make([][]prediction, len(outs))
+	if err == nil {
+		for i, o := range outs {
+			if o.err != nil {
+				continue
+			}
+			var nan bool
+			if out[i], nan = s.predictions(o.enc, req.RawScores); nan {
+				outs[i].err = errScoreNaN // TEI's check per input, after inference
+			}
+		}
+		if e := firstError(outs); e != nil {
+			err = e
+		}
+	}
 	if err != nil {
 		s.answerError(w, err, nativeFace)
 		return
 	}
-	out := make([][]prediction, len(encs))
-	for i, e := range encs {
-		out[i] = s.predictions(e, req.RawScores)
+	for i := range items {
 		m.chars += utf8.RuneCountInString(items[i].a) + utf8.RuneCountInString(items[i].b)
 	}
-	s.succeed(w, method, m, true)
 	if req.Inputs.batch {
+		s.succeed(w, method, m)
 		writeJSON(w, http.StatusOK, out)
 		return
 	}
+	// TEI's single /predict counts te_request_count{method="single"} a
+	// second time where the others count te_request_success.
+	s.succeedSingle(w, m)
 	writeJSON(w, http.StatusOK, out[0])
 }
 
-// predictions scores one encoded input against every label.
-func (s *Server) predictions(e encoded, raw bool) []prediction {
+// predictions scores one encoded input against every label, and reports
+// whether the model output NaN.
+func (s *Server) predictions(e encoded, raw bool) ([]prediction, bool) {
 	logits := s.model.logits(e.ids)
 	if s.model.kind == kindReranker && e.pairAt > 0 {
 		logits[0] = s.model.relevance(e.ids[:e.pairAt], e.ids[e.pairAt:], e.ids)
+	}
+	if e.nan {
+		return nil, true
 	}
 	scores := logits
 	if !raw {
@@ -134,8 +187,8 @@ func (s *Server) predictions(e encoded, raw bool) []prediction {
 	}
 	out := make([]prediction, len(scores))
 	for i, sc := range scores {
-		out[i] = prediction{Score: float32(sc), Label: s.model.labels[i]}
+		out[i] = prediction{Score: f32(sc), Label: s.model.labels[i]}
 	}
-	slices.SortStableFunc(out, func(a, b prediction) int { return cmp.Compare(b.Score, a.Score) })
-	return out
+	sortDescending(out, func(p prediction) f32 { return p.Score })
+	return out, false
 }

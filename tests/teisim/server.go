@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,15 +33,34 @@ type Server struct {
 // Fault holds the failure knobs a test can change while the server runs.
 type Fault struct {
 	// ErrorRate is the fraction, in [0, 1], of inference requests (those that
-	// pass validation and admission) answered with ErrorStatus.
+	// pass validation and admission) answered with ErrorStatus; with
+	// ErrorPerBatch, the fraction of backend batches that fail.
 	ErrorRate float64
 	// ErrorStatus is the status of injected failures; 0 means 424. The body is
 	// TEI's for that status: 429 Overloaded, 503 Unhealthy, 400 Empty,
-	// 413/422 Validation, anything else Backend.
+	// 413/422 Validation, anything else Backend. A real backend failure is
+	// always 424.
 	ErrorStatus int
+	// ErrorPerBatch rolls ErrorRate once per backend batch, after the batch
+	// has run, instead of once per request before it: every request with an
+	// input in a failed batch gets the error, as in TEI, where one failed
+	// forward pass fails its whole batch. The failure also makes /health run
+	// a probe forward pass, which fails at the same rate (503) until one
+	// passes.
+	ErrorPerBatch bool
+	// ErrorMarker, when not empty, fails every backend batch holding an input
+	// whose text (prompt included) contains it, with ErrorStatus: the
+	// deterministic way to make one bad input fail its batch neighbours.
+	ErrorMarker string
+	// NaNMarker, when not empty, makes the model output NaN for every input
+	// whose text (prompt included) contains it, as a numerically unstable
+	// model does: /embed answers its vector as nulls (TEI serialises NaN as
+	// null), /v1/embeddings base64 as NaN bits, /rerank and /predict TEI's
+	// 424 "score is NaN".
+	NaNMarker string
 	// Stall delays every inference answer (holding its permits) and every
-	// /health answer, until it passes or the client goes away: TEI's health
-	// check runs an inference, so a hung backend hangs both.
+	// /health answer, until it passes or the client goes away: a hung
+	// backend hangs both.
 	Stall time.Duration
 	// Unhealthy makes /health answer 503. Inference keeps working; combine
 	// with ErrorRate 1 to simulate a dead backend.
@@ -67,12 +87,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.info = s.newInfo()
 	s.fault.Store(&Fault{
-		ErrorRate:   cfg.Sim.ErrorRate,
-		ErrorStatus: cfg.Sim.ErrorStatus,
-		Stall:       cfg.Sim.Stall,
-		Unhealthy:   cfg.Sim.Unhealthy,
+		ErrorRate:     cfg.Sim.ErrorRate,
+		ErrorStatus:   cfg.Sim.ErrorStatus,
+		ErrorPerBatch: cfg.Sim.ErrorPerBatch,
+		ErrorMarker:   cfg.Sim.ErrorMarker,
+		NaNMarker:     cfg.Sim.NaNMarker,
+		Stall:         cfg.Sim.Stall,
+		Unhealthy:     cfg.Sim.Unhealthy,
 	})
-	s.backend = newBackend(cfg, s.metrics)
+	s.backend = newBackend(cfg, s.metrics, s.currentFault)
 	s.handler = s.routes()
 	return s, nil
 }
@@ -97,6 +120,16 @@ func (s *Server) SetFault(f Fault) {
 	s.fault.Store(&f)
 }
 
+// HoldBatches stops the backend from starting batches (and health checks)
+// until release is called; batches already running finish. Inputs sent
+// meanwhile queue up, so a test can make chosen requests share a batch
+// without relying on timing. release is safe to call more than once.
+func (s *Server) HoldBatches() (release func()) { return s.backend.hold() }
+
+// Backlog returns the number of inputs waiting in the backend's queue and of
+// /health checks waiting for a backend worker.
+func (s *Server) Backlog() (inputs, healthChecks int) { return s.backend.backlog() }
+
 // currentFault returns the fault knobs in force.
 func (s *Server) currentFault() Fault { return *s.fault.Load() }
 
@@ -107,9 +140,10 @@ func (s *Server) EmbedCount() int64 { return s.embedCount.Load() }
 
 // Embedding returns the vector the server answers for text on /embed with
 // default settings (the server's auto-truncate, right truncation, the default
-// prompt) and the given normalize; for a SPLADE model, its dense form. It
-// returns nil where /embed would answer an error (an empty text, a text too
-// long with auto-truncate off, a model that does not embed).
+// prompt) and the given normalize; for a SPLADE model, its dense form; NaN
+// values where Fault.NaNMarker makes the model output NaN. It returns nil
+// where /embed would answer an error (an empty text, a text too long with
+// auto-truncate off, a model that does not embed).
 func (s *Server) Embedding(text string, normalize bool) []float32 {
 	if !s.model.isEmbedding() {
 		return nil
@@ -118,18 +152,22 @@ func (s *Server) Embedding(text string, normalize bool) []float32 {
 	if err != nil {
 		return nil
 	}
-	v := s.model.pooled(enc.ids)
-	if normalize {
-		v = unitLength(v)
+	if m := s.currentFault().NaNMarker; m != "" && strings.Contains(enc.source, m) {
+		enc.nan = true
 	}
-	return v
+	return s.vector(enc, normalize, nil)
 }
 
-// info is /info's body, in TEI's field order.
+// Simulator is the value of /info's "simulator" field, which real TEI never
+// sends: a tool that reads it knows it talks to teisim.
+const Simulator = "teisim"
+
+// info is /info's body: TEI's fields in TEI's order, then "simulator".
 type info struct {
 	ModelID               string         `json:"model_id"`
 	ModelSHA              *string        `json:"model_sha"`
 	ModelDType            string         `json:"model_dtype"`
+	ServedModelName       string         `json:"served_model_name"`
 	ModelType             map[string]any `json:"model_type"`
 	MaxConcurrentRequests int            `json:"max_concurrent_requests"`
 	MaxInputLength        int            `json:"max_input_length"`
@@ -138,10 +176,10 @@ type info struct {
 	MaxClientBatchSize    int            `json:"max_client_batch_size"`
 	AutoTruncate          bool           `json:"auto_truncate"`
 	TokenizationWorkers   int            `json:"tokenization_workers"`
-	ServedModelName       string         `json:"served_model_name"`
 	Version               string         `json:"version"`
 	SHA                   *string        `json:"sha"`
 	DockerLabel           *string        `json:"docker_label"`
+	Simulator             string         `json:"simulator"`
 }
 
 func (s *Server) newInfo() info {
@@ -158,12 +196,13 @@ func (s *Server) newInfo() info {
 		TokenizationWorkers:   cmp.Or(c.TokenizationWorkers, max(runtime.NumCPU()-1, 1)),
 		ServedModelName:       cmp.Or(c.ServedModelName, c.ModelID),
 		Version:               Version,
+		Simulator:             Simulator,
 	}
 	if c.Revision != "" {
 		in.ModelSHA = &c.Revision
 	}
-	if c.MaxBatchRequests > 0 {
-		in.MaxBatchRequests = &c.MaxBatchRequests
+	if n := c.batchRequests(); n > 0 {
+		in.MaxBatchRequests = &n
 	}
 	label := DockerLabel
 	in.DockerLabel = &label
@@ -253,16 +292,23 @@ func (s *Server) handleInfo(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.info)
 }
 
-// handleHealth answers 200 with an empty body, or TEI's 503 when the fault
-// knobs say unhealthy. A stall delays it too: TEI's health check runs a tiny
-// inference, so a hung backend hangs it.
+// handleHealth answers 200 with an empty body, or TEI's 503. As in TEI,
+// where the check is a command to the one backend thread, it waits for a
+// free backend worker: behind the batch in progress on a busy server, so a
+// slow /health is not a dead one. A stall delays it too, and the fault knobs
+// (Unhealthy, or a failed probe after a failed batch) make it 503.
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	healthy, err := s.backend.health(r.Context())
+	if err != nil {
+		s.answerError(w, err, nativeFace)
+		return
+	}
 	f := s.currentFault()
 	if err := s.sleep(r, f.Stall); err != nil {
 		s.answerError(w, err, nativeFace)
 		return
 	}
-	if f.Unhealthy {
+	if !healthy || f.Unhealthy {
 		writeNativeError(w, newError(errUnhealthy, "unhealthy", "unhealthy"))
 		return
 	}

@@ -1,9 +1,11 @@
 package teisim_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -38,7 +40,7 @@ func TestInfo(t *testing.T) {
 				"model_id": "BAAI/bge-m3", "model_dtype": "float16", "max_client_batch_size": 16.0,
 				"max_input_length": 8192.0, "max_batch_tokens": 16384.0, "max_concurrent_requests": 512.0,
 				"max_batch_requests": nil, "model_sha": nil, "auto_truncate": true, "version": "1.9.3",
-				"docker_label": "teisim", "served_model_name": "BAAI/bge-m3",
+				"docker_label": "teisim", "served_model_name": "BAAI/bge-m3", "simulator": "teisim",
 				"model_type": map[string]any{"embedding": map[string]any{"pooling": "cls"}},
 			},
 		},
@@ -71,6 +73,21 @@ func TestInfo(t *testing.T) {
 			want: map[string]any{"max_input_length": 128.0, "model_type": map[string]any{"embedding": map[string]any{"pooling": "cls"}}},
 		},
 		{
+			name: "candle CPU backend forces 4 entries per batch",
+			args: []string{"--model-id", "BAAI/bge-m3", "--sim-backend", "candle", "--max-batch-requests", "16"},
+			want: map[string]any{"max_batch_requests": 4.0},
+		},
+		{
+			name: "ONNX Runtime backend forces 8 entries per batch",
+			args: []string{"--model-id", "BAAI/bge-m3", "--sim-backend", "ort"},
+			want: map[string]any{"max_batch_requests": 8.0},
+		},
+		{
+			name: "CUDA backend keeps the flag",
+			args: []string{"--model-id", "BAAI/bge-m3", "--sim-backend", "cuda", "--max-batch-requests", "16"},
+			want: map[string]any{"max_batch_requests": 16.0},
+		},
+		{
 			name: "classifier",
 			args: []string{"--model-id", "acme/sentiment", "--sim-model-type", "classifier"},
 			want: map[string]any{"model_type": map[string]any{"classifier": map[string]any{
@@ -93,6 +110,34 @@ func TestInfo(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestInfoFieldOrder checks that /info writes TEI's fields in TEI's order
+// (its Info struct's), with the simulator's own field last.
+func TestInfoFieldOrder(t *testing.T) {
+	_, url := start(t, "--model-id", "BAAI/bge-small-en-v1.5")
+	dec := json.NewDecoder(bytes.NewReader(get(t, url+"/info").body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("not an object: %v %v", tok, err)
+	}
+	var keys []string
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, tok.(string))
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"model_id", "model_sha", "model_dtype", "served_model_name", "model_type",
+		"max_concurrent_requests", "max_input_length", "max_batch_tokens", "max_batch_requests",
+		"max_client_batch_size", "auto_truncate", "tokenization_workers", "version", "sha", "docker_label", "simulator"}
+	if !slices.Equal(keys, want) {
+		t.Errorf("keys %q\nwant %q", keys, want)
 	}
 }
 
@@ -162,7 +207,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "rerank on an embedding model",
 			path: "/rerank", body: map[string]any{"query": "q", "texts": []string{"a"}},
-			status: 424, native: &native{"model is not a re-ranker model", "Backend"},
+			status: 424, native: &native{"Backend error: model is not a re-ranker model", "Backend"},
 		},
 		{
 			name: "embed on a reranker", args: []string{"--model-id", "BAAI/bge-reranker-v2-m3"},
@@ -182,7 +227,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "normalized embed on SPLADE", args: []string{"--model-id", "naver/splade-v3"},
 			path: "/embed", body: map[string]any{"inputs": "a"},
-			status: 424, native: &native{"`normalize` is not available for SPLADE models", "Backend"},
+			status: 424, native: &native{"Backend error: `normalize` is not available for SPLADE models", "Backend"},
 		},
 		{
 			name: "predict on an embedding model",
@@ -227,17 +272,17 @@ func TestErrors(t *testing.T) {
 		{
 			name: "dimensions zero",
 			path: "/embed", body: map[string]any{"inputs": "a", "dimensions": 0},
-			status: 422, native: &native{"Input validation error: `dimensions` must be greater than 0", "Validation"},
+			status: 422, native: &native{"Input validation error: `dimensions` should be positive", "Validation"},
 		},
 		{
 			name: "dimensions over the model's", args: []string{"--sim-dim", "16"},
 			path: "/embed", body: map[string]any{"inputs": "a", "dimensions": 17},
-			status: 422, native: &native{"Input validation error: `dimensions` must be less than or equal to the model's dimension 16. Given: 17", "Validation"},
+			status: 422, native: &native{"Input validation error: `dimensions` should be smaller than the maximum embedding dimension.", "Validation"},
 		},
 		{
 			name: "unknown prompt name", args: []string{"--sim-prompts", "query=q: "},
 			path: "/embed", body: map[string]any{"inputs": "a", "prompt_name": "doc"},
-			status: 422, native: &native{"Input validation error: `default-prompt-name` is set to `doc` but it was not found in the Sentence Transformers prompts. Available prompts: [query]", "Validation"},
+			status: 422, native: &native{"Input validation error: `default-prompt-name` is set to `doc` but it was not found in the Sentence Transformers prompts. Available prompts: [\"query\"]", "Validation"},
 		},
 		{
 			name: "missing API key", args: []string{"--api-key", "k"},
@@ -311,6 +356,51 @@ func TestErrors(t *testing.T) {
 			name: "OpenAI bad encoding format",
 			path: "/v1/embeddings", body: map[string]any{"input": "a", "encoding_format": "hex"},
 			status: 422, plain: true,
+		},
+		{
+			name: "decode empty ids",
+			path: "/decode", body: `{"ids": []}`,
+			status: 400, native: &native{"Input validation error: `input_ids` cannot be empty", "Empty"},
+		},
+		{
+			name: "decode empty ids in a batch",
+			path: "/decode", body: `{"ids": [[101], []]}`,
+			status: 400, native: &native{"Input validation error: `input_ids` cannot be empty", "Empty"},
+		},
+		{
+			name: "tokenize empty batch",
+			path: "/tokenize", body: `{"inputs": []}`,
+			status: 400, native: &native{"`inputs` cannot be empty", "Empty"},
+		},
+		{
+			name: "tokenize empty string",
+			path: "/tokenize", body: `{"inputs": ["a", ""]}`,
+			status: 400, native: &native{"Input validation error: `inputs` cannot be empty", "Empty"},
+		},
+		{
+			name: "embed_all on SPLADE", args: []string{"--model-id", "naver/splade-v3"},
+			path: "/embed_all", body: map[string]any{"inputs": "a"},
+			status: 424, native: &native{"Backend error: `embed_all` is not available for SPLADE models", "Backend"},
+		},
+		{
+			name: "rerank with a default prompt", args: []string{"--model-id", "BAAI/bge-reranker-base", "--default-prompt", "query: "},
+			path: "/rerank", body: map[string]any{"query": "q", "texts": []string{"a", "b"}},
+			status: 422, native: &native{"Input validation error: `prompt_name` cannot be set with dual inputs", "Validation"},
+		},
+		{
+			name: "rerank with a default prompt name", args: []string{"--model-id", "BAAI/bge-reranker-base", "--sim-prompts", "q=query: ", "--default-prompt-name", "q"},
+			path: "/rerank", body: map[string]any{"query": "q", "texts": []string{"a"}},
+			status: 422, native: &native{"Input validation error: `prompt_name` cannot be set with dual inputs", "Validation"},
+		},
+		{
+			name: "predict pair with a default prompt", args: []string{"--model-id", "BAAI/bge-reranker-base", "--default-prompt", "query: "},
+			path: "/predict", body: map[string]any{"inputs": []string{"q", "a"}},
+			status: 422, native: &native{"Input validation error: `prompt_name` cannot be set with dual inputs", "Validation"},
+		},
+		{
+			name: "first failing input answers", args: []string{"--model-id", "BAAI/bge-small-en-v1.5"},
+			path: "/embed", body: map[string]any{"inputs": []string{"", words(0, 698)}, "truncate": false},
+			status: 400, native: &native{"Input validation error: `inputs` cannot be empty", "Empty"},
 		},
 		{
 			name: "tokenize too many inputs", args: []string{"--max-client-batch-size", "2"},
@@ -571,6 +661,32 @@ func TestRerank(t *testing.T) {
 	}
 }
 
+// TestRerankTies checks TEI's order among equal scores: it sorts ascending
+// (stably) and reverses, so the highest index comes first.
+func TestRerankTies(t *testing.T) {
+	_, url := start(t, "--model-id", "BAAI/bge-reranker-base")
+	ranks := decode[[]struct {
+		Index int     `json:"index"`
+		Score float64 `json:"score"`
+	}](t, post(t, url+"/rerank", map[string]any{"query": "deep learning", "texts": []string{"same text", "deep learning", "same text", "same text"}}))
+	var order []int
+	for _, r := range ranks {
+		order = append(order, r.Index)
+	}
+	if want := []int{1, 3, 2, 0}; !slices.Equal(order, want) {
+		t.Errorf("order %v, want %v (ties: highest index first)", order, want)
+	}
+}
+
+// TestDefaultPromptSparesSingleTexts checks that a default prompt, which
+// TEI refuses on pairs, still applies to a single text on /predict.
+func TestDefaultPromptSparesSingleTexts(t *testing.T) {
+	_, url := start(t, "--model-id", "BAAI/bge-reranker-base", "--default-prompt", "query: ")
+	if r := post(t, url+"/predict", map[string]any{"inputs": "a"}); r.status != http.StatusOK {
+		t.Fatalf("single text: %d %s", r.status, r.body)
+	}
+}
+
 func TestPredict(t *testing.T) {
 	_, url := start(t, "--model-id", "acme/sentiment", "--sim-model-type", "classifier")
 	type pred struct {
@@ -766,6 +882,75 @@ func TestFaults(t *testing.T) {
 	s.SetFault(teisim.Fault{ErrorRate: 1})
 	if r := post(t, url+"/embed", map[string]any{"inputs": ""}); r.status != http.StatusBadRequest {
 		t.Fatalf("empty input under faults: %d, want 400", r.status)
+	}
+}
+
+// TestNaNOutputs checks what a model that outputs NaN looks like on each
+// route, as TEI writes it: null entries in JSON vectors (serde_json's NaN),
+// NaN bits in base64, and 424 "score is NaN" for scores. Inputs without the
+// marker are unaffected, and Embedding agrees with /embed.
+func TestNaNOutputs(t *testing.T) {
+	const marker = "NaNNaN"
+	s, url := start(t, "--model-id", "BAAI/bge-small-en-v1.5", "--sim-dim", "4", "--sim-nan-marker", marker)
+
+	r := post(t, url+"/embed", map[string]any{"inputs": []string{"fine", "this is " + marker}})
+	if r.status != http.StatusOK {
+		t.Fatalf("/embed: %d %s", r.status, r.body)
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(r.body, &raw); err != nil || len(raw) != 2 {
+		t.Fatalf("/embed: %s", r.body)
+	}
+	if got := string(raw[1]); got != "[null,null,null,null]" {
+		t.Errorf("NaN vector written %s, want [null,null,null,null]", got)
+	}
+	if strings.Contains(string(raw[0]), "null") {
+		t.Errorf("the other input's vector has nulls: %s", raw[0])
+	}
+	if v := s.Embedding("this is "+marker, true); len(v) != 4 || !math.IsNaN(float64(v[0])) {
+		t.Errorf("Embedding = %v, want NaN", v)
+	}
+
+	o := decode[struct {
+		Data []struct {
+			Embedding string `json:"embedding"`
+		} `json:"data"`
+	}](t, post(t, url+"/v1/embeddings", map[string]any{"input": marker, "encoding_format": "base64"}))
+	bits, err := base64.StdEncoding.DecodeString(o.Data[0].Embedding)
+	if err != nil || len(bits) != 16 {
+		t.Fatalf("base64 %q: %v", o.Data[0].Embedding, err)
+	}
+	if f := math.Float32frombits(binary.LittleEndian.Uint32(bits)); !math.IsNaN(float64(f)) {
+		t.Errorf("base64 holds %v, want NaN", f)
+	}
+
+	sims := post(t, url+"/similarity", map[string]any{"inputs": map[string]any{"source_sentence": "a", "sentences": []string{marker, "a"}}})
+	if sims.status != http.StatusOK || !strings.HasPrefix(string(sims.body), "[null,") {
+		t.Errorf("/similarity: %d %s, want null first", sims.status, sims.body)
+	}
+
+	_, rr := start(t, "--model-id", "BAAI/bge-reranker-base", "--sim-nan-marker", marker)
+	for _, req := range []struct {
+		path string
+		body any
+	}{
+		{"/rerank", map[string]any{"query": "q", "texts": []string{"a", marker}}},
+		{"/predict", map[string]any{"inputs": [][]string{{"q", "a"}, {"q", marker}}}},
+	} {
+		r := post(t, rr+req.path, req.body)
+		if r.status != http.StatusFailedDependency || decode[teiError](t, r) != (teiError{"score is NaN", "Backend"}) {
+			t.Errorf("%s: %d %s, want 424 score is NaN", req.path, r.status, r.body)
+		}
+	}
+
+	_, sp := start(t, "--model-id", "naver/splade-v3", "--sim-nan-marker", marker)
+	sparse := decode[[][]struct {
+		Index int      `json:"index"`
+		Value *float64 `json:"value"`
+	}](t, post(t, sp+"/embed_sparse", map[string]any{"inputs": marker}))
+	// TEI keeps every entry that is not 0.0; NaN is not, so all are kept.
+	if len(sparse[0]) != 30522 || sparse[0][0].Value != nil || sparse[0][30521].Index != 30521 {
+		t.Errorf("/embed_sparse: %d entries, first %+v; want every index with a null value", len(sparse[0]), sparse[0][0])
 	}
 }
 

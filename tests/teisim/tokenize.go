@@ -1,6 +1,7 @@
 package teisim
 
 import (
+	"cmp"
 	"net/http"
 	"unicode/utf8"
 )
@@ -25,23 +26,30 @@ func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
 	items := req.Inputs.items
 	if req.Inputs.batch {
 		if len(items) == 0 {
-			s.answerError(w, errInputsEmpty, nativeFace)
+			s.refuse(w, errBatchEmpty, nativeFace)
 			return
 		}
 		if len(items) > s.cfg.MaxClientBatchSize {
-			s.answerError(w, errBatchSize(len(items), s.cfg.MaxClientBatchSize), nativeFace)
+			s.refuse(w, errBatchSize(len(items), s.cfg.MaxClientBatchSize), nativeFace)
 			return
 		}
 	}
-	addSpecial := req.AddSpecialTokens == nil || *req.AddSpecialTokens
 	out := make([][]simpleToken, len(items))
+	var first *apiError
 	for i, text := range items {
-		tokens, err := s.tokenize(text, addSpecial, req.PromptName)
+		tokens, err := s.tokenize(text, req.AddSpecialTokens, req.PromptName)
 		if err != nil {
-			s.answerError(w, err, nativeFace)
-			return
+			counted := *err
+			counted.metric = "tokenization"
+			s.metrics.fail(&counted)
+			first = cmp.Or(first, err)
+			continue
 		}
 		out[i] = tokens
+	}
+	if first != nil {
+		s.answerError(w, first, nativeFace)
+		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -80,23 +88,25 @@ func (s *Server) handleDecode(w http.ResponseWriter, r *http.Request) {
 	}
 	items := req.IDs.items
 	if req.IDs.batch {
-		if len(items) == 0 {
-			s.answerError(w, newError(errEmpty, "validation", "`ids` cannot be empty"), nativeFace)
-			return
-		}
+		// TEI's "`ids` cannot be empty" is unreachable: [] is one empty list.
 		if len(items) > s.cfg.MaxClientBatchSize {
-			s.answerError(w, errBatchSize(len(items), s.cfg.MaxClientBatchSize), nativeFace)
+			s.refuse(w, errBatchSize(len(items), s.cfg.MaxClientBatchSize), nativeFace)
 			return
 		}
 	}
-	skip := req.SkipSpecialTokens == nil || *req.SkipSpecialTokens
 	out := make([]string, len(items))
+	var first *apiError
 	for i, ids := range items {
 		if len(ids) == 0 {
-			s.answerError(w, newError(errValidation, "tokenization", "Input validation error: `input_ids` cannot be empty"), nativeFace)
-			return
+			s.metrics.fail(errIDsEmpty)
+			first = cmp.Or(first, errIDsEmpty)
+			continue
 		}
-		out[i] = s.tok.decode(ids, skip)
+		out[i] = s.tok.decode(ids, req.SkipSpecialTokens)
+	}
+	if first != nil {
+		s.answerError(w, first, nativeFace)
+		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -54,7 +54,7 @@ func (m model) pooled(ids []uint32) []float32 {
 	if m.kind == kindSplade {
 		out := make([]float32, m.dim)
 		for _, v := range m.sparse(ids) {
-			out[v.Index] = v.Value
+			out[v.Index] = float32(v.Value)
 		}
 		return out
 	}
@@ -123,8 +123,8 @@ func unitLength(v []float32) []float32 {
 
 // sparseValue is one non-zero entry of a SPLADE vector.
 type sparseValue struct {
-	Index uint32  `json:"index"`
-	Value float32 `json:"value"`
+	Index uint32 `json:"index"`
+	Value f32    `json:"value"`
 }
 
 // sparse returns the SPLADE vector of ids: each token weighs on its own id
@@ -146,7 +146,7 @@ func (m model) sparse(ids []uint32) []sparseValue {
 	}
 	out := make([]sparseValue, 0, len(weights))
 	for id, w := range weights {
-		out = append(out, sparseValue{Index: id, Value: float32(math.Log1p(w))})
+		out = append(out, sparseValue{Index: id, Value: f32(math.Log1p(w))})
 	}
 	slices.SortFunc(out, func(a, b sparseValue) int { return int(a.Index) - int(b.Index) })
 	return out

@@ -2,8 +2,9 @@
 // 1.9.3's HTTP API, for tests and benchmarks. It takes TEI's router flags and
 // environment variables, so a launcher can start it where it would start
 // TEI (the Docker tests ship it as text-embeddings-router), and it logs
-// TEI's start-up steps. It is not TEI and runs no model; --help says so and
-// /info's docker_label is "teisim".
+// TEI's start-up steps. It is not TEI and runs no model: its first log line
+// says so, as do --help and --version, and /info carries "simulator":
+// "teisim" (and docker_label "teisim").
 package main
 
 import (
@@ -52,11 +53,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := newLogger(stdout, cfg.JSONOutput)
 
+	// The first line says what this is, so nobody reading the logs of a
+	// container named like TEI's mistakes it for TEI.
+	log.Warn("This is teisim, a simulator of text-embeddings-inference " + teisim.Version +
+		" for tests and benchmarks, not TEI: it runs no model, and its vectors and scores are stand-ins")
 	// Secrets (hf-token, api-key) are never logged.
 	log.Info("teisim "+teisim.Version+": a simulator of text-embeddings-inference, not TEI",
 		"model_id", cfg.ModelID, "dtype", cfg.DType, "max_batch_tokens", cfg.MaxBatchTokens,
 		"max_client_batch_size", cfg.MaxClientBatchSize, "max_concurrent_requests", cfg.MaxConcurrentRequests,
-		"auto_truncate", cfg.AutoTruncate, "port", cfg.Port)
+		"auto_truncate", cfg.AutoTruncate, "sim_backend", cfg.Sim.Backend, "port", cfg.Port)
 	if err := startUp(ctx, log, cfg); err != nil {
 		if ctx.Err() != nil {
 			log.Info("signal received before the server started")
@@ -132,7 +137,14 @@ func startUp(ctx context.Context, log *slog.Logger, cfg teisim.Config) error {
 	if limit := cfg.Sim.OOMAboveBatchTokens; limit > 0 && cfg.MaxBatchTokens > limit {
 		return errors.New("Model backend is not healthy\n\nCaused by:\n    DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")")
 	}
-	return sleep(ctx, delay-delay/2-delay/4)
+	if err := sleep(ctx, delay-delay/2-delay/4); err != nil {
+		return err
+	}
+	if n := teisim.BackendBatchCap(cfg.Sim.Backend); n > 0 {
+		log.Warn("Backend does not support a batch size > " + strconv.Itoa(n))
+		log.Warn("forcing `max_batch_requests=" + strconv.Itoa(n) + "`")
+	}
+	return nil
 }
 
 // listenHost is --hostname; one that is not an IP address becomes 0.0.0.0

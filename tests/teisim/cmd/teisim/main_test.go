@@ -191,3 +191,36 @@ func TestRunStopsDuringStartup(t *testing.T) {
 		t.Fatal("SIGTERM during the start-up delay was not honoured")
 	}
 }
+
+// TestRunSaysItIsASimulator checks the binary cannot pass for TEI: its first
+// log line says it is a simulator, and /info carries "simulator". A CPU
+// backend logs TEI's warnings about the forced batch cap.
+func TestRunSaysItIsASimulator(t *testing.T) {
+	addr, stdout, stop := startRun(t, "--model-id", "x", "--hostname", "127.0.0.1", "--port", "0", "--sim-backend", "candle")
+	resp, err := http.Get("http://" + addr + "/info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info map[string]any
+	err = json.NewDecoder(resp.Body).Decode(&info)
+	resp.Body.Close()
+	http.DefaultClient.CloseIdleConnections()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := stop(); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+	if info["simulator"] != "teisim" || info["max_batch_requests"] != 4.0 {
+		t.Errorf("/info: simulator %v, max_batch_requests %v", info["simulator"], info["max_batch_requests"])
+	}
+	lines := strings.Split(stdout.String(), "\n")
+	if !strings.Contains(lines[0], " WARN ") || !strings.Contains(lines[0], "This is teisim, a simulator of text-embeddings-inference") || !strings.Contains(lines[0], "not TEI") {
+		t.Errorf("first line %q does not say it is a simulator", lines[0])
+	}
+	for _, want := range []string{"Backend does not support a batch size > 4", "forcing `max_batch_requests=4`"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("no %q in:\n%s", want, stdout.String())
+		}
+	}
+}
