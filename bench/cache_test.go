@@ -140,7 +140,10 @@ func TestBenchSimulatorNamed(t *testing.T) {
 			i[SimulatorField] = "teisim"
 			i["docker_label"] = nil
 		}},
-		{"TEI", "(TEI 1.9.3; face tei;", "", func(i map[string]any) { i["docker_label"] = "sha-e8c2bd3" }},
+		{"TEI", "(TEI 1.9.3; face tei;", "", func(i map[string]any) {
+			delete(i, SimulatorField)
+			i["docker_label"] = "sha-e8c2bd3"
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			url := wrapSim(t, setInfo(tc.edit), "--model-id", "BAAI/bge-m3")

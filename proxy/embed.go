@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 
 	"github.com/tei-sidecar/tei-sidecar/tei"
@@ -84,10 +83,10 @@ func checkKind(info *tei.Info, ep embedParams, dim int) error {
 	case k != tei.KindEmbedding && k != tei.KindSparse:
 		return wrongModel("Backend error: Model is not an embedding model")
 	case k == tei.KindSparse && ep.normalize:
-		return wrongModel("`normalize` is not available for SPLADE models")
+		return wrongModel("Backend error: `normalize` is not available for SPLADE models")
 	case ep.dims > 0 && dim > 0 && ep.dims > dim:
 		return &requestError{status: 422, typ: tei.TypeValidation, param: "dimensions",
-			msg: fmt.Sprintf("Input validation error: `dimensions` must be less than or equal to the model's dimension %d. Given: %d", dim, ep.dims)}
+			msg: "Input validation error: `dimensions` should be smaller than the maximum embedding dimension."}
 	}
 	return nil
 }

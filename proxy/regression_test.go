@@ -68,7 +68,7 @@ func TestWrongModelRouteDoesNotOpenBreaker(t *testing.T) {
 	srv, p := startProxy(t, cfg)
 	for range 10 {
 		st, _, b := post(t, p, "/rerank", `{"query":"q","texts":["a","b"]}`)
-		if st != 424 || string(b) != `{"error":"model is not a re-ranker model","error_type":"Backend"}` {
+		if st != 424 || string(b) != `{"error":"Backend error: model is not a re-ranker model","error_type":"Backend"}` {
 			t.Fatalf("/rerank on an embedding model: %d %s", st, b)
 		}
 		if st, _, b := post(t, p, "/embed_sparse", `{"inputs":"x"}`); st != 424 {

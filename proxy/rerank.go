@@ -72,7 +72,7 @@ func (s *Server) rerank(ctx context.Context, p *pool, rp rerankParams) (*rankRes
 	}
 	info := p.info()
 	if info.ModelType.Kind() != tei.KindReranker {
-		return nil, wrongModel("model is not a re-ranker model")
+		return nil, wrongModel("Backend error: model is not a re-ranker model")
 	}
 	k := rerankKey(info, rp)
 	if r, ok := s.rankCache.get(k); ok {

@@ -40,7 +40,7 @@ func (r *teiEmbedRequest) params(kind outputKind, info *tei.Info) (embedParams, 
 	if r.Dimensions != nil && kind == dense {
 		if *r.Dimensions == 0 {
 			return p, &requestError{status: http.StatusUnprocessableEntity, typ: tei.TypeValidation,
-				msg: "Input validation error: `dimensions` must be greater than 0", param: "dimensions"}
+				msg: "Input validation error: `dimensions` should be positive", param: "dimensions"}
 		}
 		p.dims = int(*r.Dimensions)
 	}

@@ -149,7 +149,7 @@ func TestErrorClassesAgainstSimulator(t *testing.T) {
 			_, _, err := c.Rerank(ctx, tei.RerankRequest{Query: "q", Texts: []string{"a"}})
 			return err
 		},
-			424, tei.TypeBackend, "model is not a re-ranker model", false, true, false},
+			424, tei.TypeBackend, "Backend error: model is not a re-ranker model", false, true, false},
 		{"api key", func() error {
 			kc, _ := tei.NewClient(keyedURL(keyed))
 			_, err := kc.Embed(ctx, tei.EmbedRequest{Inputs: tei.Texts("a")})

@@ -60,7 +60,7 @@ func TestRecordedErrorBodies(t *testing.T) {
 		{"batch size", 422, "validation_batch_size.json", nil, TypeValidation, "batch size 17 > maximum allowed batch size 16", false, false, true, false, 0},
 		{"tokenizer", 422, "tokenizer.json", nil, TypeTokenizer, "tokenizer error: could not tokenize", false, false, true, false, 0},
 		{"overloaded", 429, "overloaded.json", map[string]string{"Retry-After": "2"}, TypeOverloaded, "Model is overloaded", true, false, false, true, 2 * time.Second},
-		{"backend", 424, "backend_not_reranker.json", nil, TypeBackend, "model is not a re-ranker model", false, true, false, false, 0},
+		{"backend", 424, "backend_not_reranker.json", nil, TypeBackend, "Backend error: model is not a re-ranker model", false, true, false, false, 0},
 		{"unhealthy", 503, "unhealthy.json", nil, TypeUnhealthy, "unhealthy", false, true, false, true, 0},
 		{"openai flat shape", 422, "openai_validation.json", nil, TypeValidation, "batch size 40 > maximum allowed batch size 32", false, false, true, false, 0},
 		{"payload plain text", 413, "payload_too_large.txt", nil, TypePayloadTooLarge, "Failed to buffer the request body: length limit exceeded", false, false, true, false, 0},

@@ -87,7 +87,7 @@ func poolsSidecar(t *testing.T, embedURL, rerankURL, apiKey string) string {
 // environment variable" was false for most of them.
 func TestBenchTuneFlagsReadEnv(t *testing.T) {
 	shared := map[string]bool{"BEARER_TOKEN": true, "TEI_API_KEY": true, "TEI_EMBED_URL": true}
-	parser, err := kong.New(&cli{}, kong.Name("tei-sidecar"), kong.Exit(func(int) {}))
+	parser, err := kong.New(&cli{}, kong.Name("tei-sidecar"), kong.Exit(func(int) {}), defaultVars())
 	if err != nil {
 		t.Fatal(err)
 	}
