@@ -8,6 +8,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -19,12 +20,21 @@ import (
 // value means.
 type Config struct {
 	// EmbedURLs are the embedding model's TEI replicas (TEI_EMBED_URL, a
-	// comma-separated list of base URLs). At least one is required.
+	// comma-separated list of base URLs). At least one is required. An
+	// entry dns+http://name:port stands for every address name resolves
+	// to, resolved again every DiscoveryInterval (a Kubernetes headless
+	// Service, say).
 	EmbedURLs []string
 	// RerankURLs are the reranker's replicas (TEI_RERANK_URL). Empty sends
 	// rerank calls to the embedding pool, which answers 424 unless its
 	// model is a reranker.
 	RerankURLs []string
+	// DiscoveryInterval is how often dns+ entries are resolved again
+	// (TEI_DISCOVERY_INTERVAL, default 10s). Zero means the default.
+	DiscoveryInterval time.Duration
+	// Resolver resolves dns+ entries. Nil means net.DefaultResolver; tests
+	// set their own.
+	Resolver Resolver
 	// APIKey is sent to TEI as a bearer token, for TEI started with
 	// --api-key (TEI_API_KEY). Empty sends none.
 	APIKey string
@@ -118,6 +128,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		UpstreamPayloadLimit:         2_000_000,
+		DiscoveryInterval:            10 * time.Second,
 		CacheSize:                    2000,
 		CacheBytes:                   256 << 20,
 		RerankCacheSize:              1000,
@@ -152,6 +163,8 @@ func (c Config) Validate() error {
 		}
 	}
 	switch {
+	case c.DiscoveryInterval < 0:
+		return fmt.Errorf("TEI_DISCOVERY_INTERVAL must not be negative, got %s", c.DiscoveryInterval)
 	case c.UpstreamPayloadLimit < 0:
 		return fmt.Errorf("TEI_PAYLOAD_LIMIT must not be negative, got %d", c.UpstreamPayloadLimit)
 	case c.CacheSize < 0:
@@ -194,7 +207,7 @@ func (c Config) Validate() error {
 // checkURL checks one replica's base URL; the message never shows a
 // password it carries.
 func checkURL(name, raw string) error {
-	u, err := url.Parse(raw)
+	u, err := url.Parse(strings.TrimPrefix(raw, dnsPrefix))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" && u.Path != "/" {
 		shown := raw
 		if err == nil {
@@ -202,7 +215,7 @@ func checkURL(name, raw string) error {
 		} else if at := strings.LastIndexByte(raw, '@'); at >= 0 {
 			shown = "…" + raw[at:]
 		}
-		return fmt.Errorf("%s %q is not an http(s)://host[:port] base URL", name, shown)
+		return fmt.Errorf("%s %q is not an http(s)://host[:port] base URL (or dns+http(s)://name:port)", name, shown)
 	}
 	return nil
 }
@@ -211,6 +224,12 @@ func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	if c.UpstreamPayloadLimit == 0 {
 		c.UpstreamPayloadLimit = d.UpstreamPayloadLimit
+	}
+	if c.DiscoveryInterval == 0 {
+		c.DiscoveryInterval = d.DiscoveryInterval
+	}
+	if c.Resolver == nil {
+		c.Resolver = net.DefaultResolver
 	}
 	if c.BodyLimit == 0 {
 		c.BodyLimit = d.BodyLimit

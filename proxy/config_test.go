@@ -19,10 +19,10 @@ func TestValidateMessages(t *testing.T) {
 		want string
 	}{
 		{"no URL", DefaultConfig(), "TEI_EMBED_URL is required: the embedding TEI's base URL, e.g. http://127.0.0.1:3000"},
-		{"bad scheme", ok(func(c *Config) { c.EmbedURLs = []string{"ftp://x"} }), `TEI_EMBED_URL "ftp://x" is not an http(s)://host[:port] base URL`},
-		{"path", ok(func(c *Config) { c.EmbedURLs = []string{"http://x/v1"} }), `TEI_EMBED_URL "http://x/v1" is not an http(s)://host[:port] base URL`},
-		{"second URL bad", ok(func(c *Config) { c.EmbedURLs = append(c.EmbedURLs, "nohost") }), `TEI_EMBED_URL "nohost" is not an http(s)://host[:port] base URL`},
-		{"password hidden", ok(func(c *Config) { c.RerankURLs = []string{"http://u:pw@x/v1"} }), `TEI_RERANK_URL "http://x/v1" is not an http(s)://host[:port] base URL`},
+		{"bad scheme", ok(func(c *Config) { c.EmbedURLs = []string{"ftp://x"} }), `TEI_EMBED_URL "ftp://x" is not an http(s)://host[:port] base URL (or dns+http(s)://name:port)`},
+		{"path", ok(func(c *Config) { c.EmbedURLs = []string{"http://x/v1"} }), `TEI_EMBED_URL "http://x/v1" is not an http(s)://host[:port] base URL (or dns+http(s)://name:port)`},
+		{"second URL bad", ok(func(c *Config) { c.EmbedURLs = append(c.EmbedURLs, "nohost") }), `TEI_EMBED_URL "nohost" is not an http(s)://host[:port] base URL (or dns+http(s)://name:port)`},
+		{"password hidden", ok(func(c *Config) { c.RerankURLs = []string{"http://u:pw@x/v1"} }), `TEI_RERANK_URL "http://x/v1" is not an http(s)://host[:port] base URL (or dns+http(s)://name:port)`},
 		{"payload to TEI", ok(func(c *Config) { c.UpstreamPayloadLimit = -1 }), "TEI_PAYLOAD_LIMIT must not be negative, got -1"},
 		{"cache size", ok(func(c *Config) { c.CacheSize = -1 }), "EMBEDDING_CACHE_SIZE must be 0 (off) or more, got -1"},
 		{"cache bytes", ok(func(c *Config) { c.CacheBytes = -1 }), "CACHE_MAX_BYTES must be 0 (no bound) or more, got -1"},

@@ -32,6 +32,7 @@ type pool struct {
 
 	mu       sync.Mutex
 	replicas []*replica
+	turn     int // rotates ties between equally loaded replicas
 	sched    scheduler
 	// ready is closed and replaced whenever a replica becomes ready, for
 	// Connect to wait on.
@@ -48,10 +49,10 @@ func newPool(s *Server, name string) *pool {
 // ready.
 func (p *pool) info() *tei.Info { return p.ident.Load() }
 
-// add puts a replica for raw (a base URL) into the pool and starts its
-// prober.
-func (p *pool) add(ctx context.Context, raw string, c *tei.Client) *replica {
-	r := newReplica(p, raw, c)
+// add puts a replica for raw (a base URL) from source (the configured
+// entry) into the pool and starts its prober.
+func (p *pool) add(ctx context.Context, raw, source string, c *tei.Client) *replica {
+	r := newReplica(p, raw, source, c)
 	rctx, cancel := context.WithCancel(ctx)
 	r.stop = cancel
 	p.mu.Lock()
@@ -69,7 +70,7 @@ func (p *pool) accept(r *replica, info *tei.Info, dim int, waited time.Duration)
 	log := p.s.log.With("pool", p.name, "replica", r)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if r.state == stateDraining {
+	if r.state == stateDraining || r.removed || r.held {
 		return
 	}
 	ident := p.ident.Load()
@@ -135,6 +136,9 @@ func (p *pool) setState(r *replica, state replicaState, reason string) {
 }
 
 func (p *pool) setStateLocked(r *replica, state replicaState, reason string) {
+	if r.removed || r.state == stateDraining && state != stateDraining {
+		return // leaving: a late prober's word does not bring it back
+	}
 	if r.state != state {
 		p.s.m.replicaState.WithLabelValues(p.name, r.addr, r.state.String()).Set(0)
 		p.s.m.replicaState.WithLabelValues(p.name, r.addr, state.String()).Set(1)
@@ -207,7 +211,8 @@ func (p *pool) pickLocked(need int, avoid *replica) (*replica, func(error)) {
 		cands = slices.DeleteFunc(cands, func(c *replica) bool { return c == avoid })
 	}
 	for len(cands) > 0 {
-		r := leastLoaded(cands)
+		p.turn++
+		r := leastLoaded(cands, p.turn)
 		if done, err := r.breaker.Allow(); err == nil {
 			return r, done
 		}
@@ -217,10 +222,11 @@ func (p *pool) pickLocked(need int, avoid *replica) (*replica, func(error)) {
 	return nil, nil
 }
 
-// leastLoaded returns the candidate with the fewest inputs in flight; above
-// four candidates, the better of two chosen at random (the power of two
-// choices: near-best balance without scanning, and no herd on one replica).
-func leastLoaded(cands []*replica) *replica {
+// leastLoaded returns the candidate with the fewest inputs in flight, ties
+// taken in turn from turn's place; above four candidates, the better of two
+// chosen at random (the power of two choices: near-best balance without
+// scanning, and no herd on one replica).
+func leastLoaded(cands []*replica, turn int) *replica {
 	if len(cands) > 4 {
 		a, b := cands[rand.IntN(len(cands))], cands[rand.IntN(len(cands))]
 		if b.inflight < a.inflight {
@@ -228,9 +234,10 @@ func leastLoaded(cands []*replica) *replica {
 		}
 		return a
 	}
-	best := cands[0]
-	for _, r := range cands[1:] {
-		if r.inflight < best.inflight {
+	start := turn % len(cands)
+	best := cands[start]
+	for i := 1; i < len(cands); i++ {
+		if r := cands[(start+i)%len(cands)]; r.inflight < best.inflight {
 			best = r
 		}
 	}

@@ -50,6 +50,20 @@ func startProxy(t *testing.T, cfg Config) (*Server, string) {
 		hs.Close()
 		srv.Close()
 	})
+	// Connect returns once each pool has a ready replica; tests of several
+	// replicas want every static one probed before they start.
+	for _, p := range srv.pools() {
+		waitUntil(t, 10*time.Second, func() bool {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			for _, r := range p.replicas {
+				if r.state == stateStarting && !isDiscovered(r.source) {
+					return false
+				}
+			}
+			return true
+		})
+	}
 	return srv, hs.URL
 }
 

@@ -45,6 +45,7 @@ func (s replicaState) String() string {
 type replica struct {
 	pool   *pool
 	raw    string // the URL as configured, credentials included
+	source string // the configured entry it came from: raw, or a dns+ entry
 	addr   string // host:port, the metrics label
 	shown  string // the URL with credentials removed, for logs and /status
 	client *tei.Client
@@ -63,6 +64,8 @@ type replica struct {
 	stop context.CancelFunc // ends the prober
 
 	// pool.mu
+	removed   bool // left the pool: nothing may touch its metrics again
+	held      bool // down by a supervisor's word: stays down until it says up
 	state     replicaState
 	reason    string // why it is not ready, for /status and logs
 	inflight  int    // inputs in flight
@@ -72,8 +75,8 @@ type replica struct {
 	maxBatch  int    // most inputs in one call
 }
 
-func newReplica(p *pool, raw string, c *tei.Client) *replica {
-	r := &replica{pool: p, raw: raw, client: c, wake: make(chan struct{}, 1), byteLimit: int(p.s.cfg.UpstreamPayloadLimit)}
+func newReplica(p *pool, raw, source string, c *tei.Client) *replica {
+	r := &replica{pool: p, raw: raw, source: source, client: c, wake: make(chan struct{}, 1), byteLimit: int(p.s.cfg.UpstreamPayloadLimit)}
 	r.shown, r.addr = redactURL(raw)
 	r.breaker = newBreaker(p, r)
 	return r

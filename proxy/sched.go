@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/tei-sidecar/tei-sidecar/tei"
@@ -189,11 +190,22 @@ type teiCall struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 
+	// hung is set when the call outlived its attempt timeout and was
+	// cancelled to be tried on another replica.
+	hung atomic.Bool
+	// failover is an attempt timeout: a replica that answers nothing for
+	// that long, while another could take the work, is given up on.
+	failover time.Duration
+
 	// Results, written by run before finish.
 	items [][]byte      // embed: each flight's item
 	ranks []tei.Rank    // rerank: this chunk's ranks, indices in the chunk
 	resp  *tei.Response // TEI's answer
 }
+
+// minAttemptTimeout is the least time a replica gets to answer before work
+// is taken elsewhere; four times its longest call when that is longer.
+const minAttemptTimeout = 10 * time.Second
 
 // maxBatchScan bounds how far into the queue a batch looks for inputs of
 // the same settings.
@@ -261,6 +273,9 @@ func (sc *scheduler) startLocked(c *teiCall) {
 		f.calls = append(f.calls, c)
 	}
 	c.live = len(c.flights)
+	if sc.otherReplicaLocked(r) {
+		c.failover = max(minAttemptTimeout, 4*time.Duration(r.longestCall.Load()))
+	}
 	// No deadline of its own: each waiter leaves at its deadline, and the
 	// call is cancelled when the last one has left. A waiter joining late
 	// keeps its own, later deadline.
@@ -274,8 +289,18 @@ func (sc *scheduler) run(c *teiCall) {
 	defer sc.p.s.wg.Done()
 	defer c.cancel()
 	start := time.Now()
+	if c.failover > 0 {
+		t := time.AfterFunc(c.failover, func() {
+			c.hung.Store(true)
+			c.cancel()
+		})
+		defer t.Stop()
+	}
 	route, err := sc.exec(c)
 	d := time.Since(start)
+	if err != nil && c.hung.Load() {
+		err = &tei.TransportError{Kind: tei.KindTimeout, Err: fmt.Errorf("no answer in %s: trying another replica", c.failover)}
+	}
 	c.report(err)
 	var te *tei.Error
 	if err == nil || errors.As(err, &te) {
@@ -388,6 +413,7 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 	} else {
 		sc.failedLocked(c, err)
 	}
+	p.removeIfIdleLocked(r) // a draining replica leaves with its last call
 	sc.dispatchLocked()
 	p.mu.Unlock()
 
@@ -453,6 +479,9 @@ func retryFor(err error, flights, n int) retry {
 func (sc *scheduler) failedLocked(c *teiCall, err error) {
 	r := c.r
 	how := retryFor(err, len(c.flights), c.n)
+	if c.hung.Load() {
+		how = retryElsewhere
+	}
 	switch how {
 	case retrySmaller:
 		r.byteLimit = max(len(c.body)/2, 1)
@@ -473,13 +502,13 @@ func (sc *scheduler) failedLocked(c *teiCall, err error) {
 			continue
 		case how == retrySplit:
 			f.solo = true
-		case how == retryElsewhere:
+		case how == retryElsewhere || how == retryLater:
 			f.avoid = r
 		}
 		if f.rerank != nil {
 			sc.unsendLocked(f, c.span)
 		}
-		if how == retrySplit || how == retrySmaller || (how == retryElsewhere && sc.otherReplicaLocked(r)) {
+		if how == retrySplit || how == retrySmaller || (how == retryElsewhere || how == retryLater) && sc.otherReplicaLocked(r) {
 			sc.p.s.m.retries.WithLabelValues(sc.p.name, how.String()).Inc()
 			sc.requeueLocked(f)
 			continue

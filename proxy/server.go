@@ -27,6 +27,7 @@ type Server struct {
 	embedP *pool
 	rankP  *pool // the embedding pool when no reranker is configured
 
+	opts      []tei.Option // for every replica's client
 	tokens    tokenDigests
 	cache     *lruCache[*entry]
 	rankCache *lruCache[*rankResult]
@@ -53,48 +54,42 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.rankCache = newLRU[*rankResult](cfg.RerankCacheSize, cfg.RerankCacheBytes, m.cacheEvictions.WithLabelValues("rerank"))
 	m.registerCache("rerank", s.rankCache.stats)
 
-	var opts []tei.Option
 	if cfg.APIKey != "" {
-		opts = append(opts, tei.WithAPIKey(cfg.APIKey))
+		s.opts = append(s.opts, tei.WithAPIKey(cfg.APIKey))
 	}
 	hc := &http.Client{Transport: tei.NewTransport()}
 	if cfg.Transport != nil {
 		hc = &http.Client{Transport: cfg.Transport}
 	}
-	opts = append(opts, tei.WithHTTPClient(hc))
-	clients := func(urls []string) ([]*tei.Client, error) {
-		var cs []*tei.Client
-		for _, u := range urls {
-			c, err := tei.NewClient(u, opts...)
-			if err != nil {
-				return nil, err
-			}
-			cs = append(cs, c)
-		}
-		return cs, nil
-	}
-	ec, err := clients(cfg.EmbedURLs)
-	if err != nil {
-		return nil, err
-	}
-	rc, err := clients(cfg.RerankURLs)
-	if err != nil {
-		return nil, err
-	}
+	s.opts = append(s.opts, tei.WithHTTPClient(hc))
 	s.embedP = newPool(s, "embed")
 	s.rankP = s.embedP
-	if len(rc) > 0 {
+	if len(cfg.RerankURLs) > 0 {
 		s.rankP = newPool(s, "rerank")
 	}
 	s.echo = s.routes()
-	for i, c := range ec {
-		s.embedP.add(s.ctx, cfg.EmbedURLs[i], c)
-	}
-	for i, c := range rc {
-		s.rankP.add(s.ctx, cfg.RerankURLs[i], c)
+	for _, pe := range []struct {
+		p       *pool
+		entries []string
+	}{{s.embedP, cfg.EmbedURLs}, {s.rankP, cfg.RerankURLs}} {
+		for _, e := range pe.entries {
+			if isDiscovered(e) {
+				s.goOwned(func() { s.discover(s.ctx, pe.p, e) })
+				continue
+			}
+			c, err := s.client(e)
+			if err != nil {
+				s.Close()
+				return nil, err
+			}
+			pe.p.add(s.ctx, e, e, c)
+		}
 	}
 	return s, nil
 }
+
+// client returns a TEI client for a replica's base URL.
+func (s *Server) client(raw string) (*tei.Client, error) { return tei.NewClient(raw, s.opts...) }
 
 // pools lists the server's pools, each once.
 func (s *Server) pools() []*pool {
@@ -149,10 +144,12 @@ func (s *Server) SetDown(pool, url, reason string) {
 				continue
 			}
 			if reason != "" {
+				r.held = true
 				p.setStateLocked(r, stateDown, reason)
 				s.log.Warn("TEI is down", "pool", p.name, "replica", r, "reason", reason)
 				continue
 			}
+			r.held = false
 			p.setStateLocked(r, stateStarting, "restarted: reading /info again")
 			r.recheck()
 			s.log.Info("TEI is back: reading its /info again", "pool", p.name, "replica", r)

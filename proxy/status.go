@@ -153,12 +153,10 @@ type statusBody struct {
 
 func (s *Server) status(c echo.Context) error {
 	b := statusBody{Pools: map[string]statusPool{}, Caches: map[string]statusCache{}}
-	for _, name := range []string{"embed", "rerank"} {
-		p := s.embedP
-		if name == "rerank" {
-			p = s.rankP
-		}
-		b.Pools[name] = p.status()
+	// Without a reranker of its own, rerank calls go to the embedding
+	// pool, which is listed once.
+	for _, p := range s.pools() {
+		b.Pools[p.name] = p.status()
 	}
 	n, by := s.cache.stats()
 	b.Caches["embed"] = statusCache{Entries: n, Bytes: by, MaxEntries: s.cfg.CacheSize, MaxBytes: s.cfg.CacheBytes}
@@ -206,6 +204,7 @@ func (c Config) redacted() map[string]any {
 		"tei_rerank_url":                  shown(c.RerankURLs),
 		"tei_api_key":                     secret(c.APIKey),
 		"tei_payload_limit":               c.UpstreamPayloadLimit,
+		"tei_discovery_interval":          c.DiscoveryInterval.String(),
 		"cache_size":                      c.CacheSize,
 		"cache_max_bytes":                 c.CacheBytes,
 		"rerank_cache_size":               c.RerankCacheSize,

@@ -49,8 +49,9 @@ type serveCmd struct {
 	HealthFails int           `name:"health-failures" env:"TEI_HEALTH_FAILURES" default:"3" help:"Failed health checks in a row after which a launched TEI is restarted."`
 	RestartMax  time.Duration `name:"restart-max-backoff" env:"TEI_RESTART_MAX_BACKOFF" default:"1m" help:"Longest wait between restarts of a failing TEI (the wait doubles from 1s)."`
 
-	TEIEmbedURL  string `name:"tei-embed-url" env:"TEI_EMBED_URL" help:"Base URLs of embedding TEIs already running, comma-separated (one pool of replicas), e.g. http://127.0.0.1:3000; nothing is launched."`
+	TEIEmbedURL  string `name:"tei-embed-url" env:"TEI_EMBED_URL" help:"Base URLs of embedding TEIs already running, comma-separated (one pool of replicas), e.g. http://127.0.0.1:3000; dns+http://name:port stands for every address name resolves to. Nothing is launched."`
 	TEIRerankURL string `name:"tei-rerank-url" env:"TEI_RERANK_URL" help:"Base URLs of the reranking TEIs, comma-separated; empty sends rerank calls to the embedding TEI."`
+	Discovery    time.Duration `name:"tei-discovery-interval" env:"TEI_DISCOVERY_INTERVAL" default:"${tei_discovery_interval}" help:"How often dns+http:// entries of TEI_EMBED_URL / TEI_RERANK_URL are resolved again (replicas join and drain)."`
 	TEIAPIKey    string `name:"tei-api-key" env:"TEI_API_KEY" help:"Bearer token for TEI started with --api-key (never logged)."`
 	TEIPayload   int64  `name:"tei-payload-limit" env:"TEI_PAYLOAD_LIMIT" default:"${tei_payload_limit}" help:"Largest request body sent to TEI in bytes (TEI's --payload-limit); batches are split to stay under it."`
 	Listen       string `name:"listen" env:"SIDECAR_LISTEN" default:"127.0.0.1:8080" help:"Address to serve on."`
@@ -83,7 +84,7 @@ type serveCmd struct {
 // one the proxy's defaults apply.
 func (c *serveCmd) config(embedURLs, rerankURLs []string, plugin *plan.PluginSettings) proxy.Config {
 	cfg := proxy.Config{
-		EmbedURLs: embedURLs, RerankURLs: rerankURLs, APIKey: c.TEIAPIKey, UpstreamPayloadLimit: c.TEIPayload,
+		EmbedURLs: embedURLs, RerankURLs: rerankURLs, DiscoveryInterval: c.Discovery, APIKey: c.TEIAPIKey, UpstreamPayloadLimit: c.TEIPayload,
 		CacheSize: proxy.DefaultConfig().CacheSize, CacheBytes: c.CacheMaxBytes,
 		RerankCacheSize: c.RerankCacheSize, RerankCacheBytes: c.RerankCacheMaxBytes,
 		RequestTimeout: c.RequestTimeout, BodyLimit: c.PayloadLimit, QueueInputs: c.QueueInputs,
@@ -115,6 +116,7 @@ func defaultVars() kong.Vars {
 	i := func(n int64) string { return strconv.FormatInt(n, 10) }
 	return kong.Vars{
 		"tei_payload_limit":               i(d.UpstreamPayloadLimit),
+		"tei_discovery_interval":          d.DiscoveryInterval.String(),
 		"cache_max_bytes":                 i(d.CacheBytes),
 		"rerank_cache_size":               i(int64(d.RerankCacheSize)),
 		"rerank_cache_max_bytes":          i(d.RerankCacheBytes),
