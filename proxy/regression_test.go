@@ -296,7 +296,9 @@ func TestClientGoneIs499OnEveryFace(t *testing.T) {
 		cancel()
 	}
 	for _, r := range routes {
-		waitUntil(t, 5*time.Second, func() bool { return metricWith(t, srv, "sidecar_requests_total", "route", r.path, "status", "499") == 1 })
+		waitUntil(t, 5*time.Second, func() bool {
+			return metricWith(t, srv, "sidecar_requests_total", "route", r.path, "status", "499") == 1
+		})
 	}
 }
 

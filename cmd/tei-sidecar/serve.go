@@ -49,12 +49,12 @@ type serveCmd struct {
 	HealthFails int           `name:"health-failures" env:"TEI_HEALTH_FAILURES" default:"3" help:"Failed health checks in a row after which a launched TEI is restarted."`
 	RestartMax  time.Duration `name:"restart-max-backoff" env:"TEI_RESTART_MAX_BACKOFF" default:"1m" help:"Longest wait between restarts of a failing TEI (the wait doubles from 1s)."`
 
-	TEIEmbedURL  string `name:"tei-embed-url" env:"TEI_EMBED_URL" help:"Base URLs of embedding TEIs already running, comma-separated (one pool of replicas), e.g. http://127.0.0.1:3000; dns+http://name:port stands for every address name resolves to. Nothing is launched."`
-	TEIRerankURL string `name:"tei-rerank-url" env:"TEI_RERANK_URL" help:"Base URLs of the reranking TEIs, comma-separated; empty sends rerank calls to the embedding TEI."`
+	TEIEmbedURL  string        `name:"tei-embed-url" env:"TEI_EMBED_URL" help:"Base URLs of embedding TEIs already running, comma-separated (one pool of replicas), e.g. http://127.0.0.1:3000; dns+http://name:port stands for every address name resolves to. Nothing is launched."`
+	TEIRerankURL string        `name:"tei-rerank-url" env:"TEI_RERANK_URL" help:"Base URLs of the reranking TEIs, comma-separated; empty sends rerank calls to the embedding TEI."`
 	Discovery    time.Duration `name:"tei-discovery-interval" env:"TEI_DISCOVERY_INTERVAL" default:"${tei_discovery_interval}" help:"How often dns+http:// entries of TEI_EMBED_URL / TEI_RERANK_URL are resolved again (replicas join and drain)."`
-	TEIAPIKey    string `name:"tei-api-key" env:"TEI_API_KEY" help:"Bearer token for TEI started with --api-key (never logged)."`
-	TEIPayload   int64  `name:"tei-payload-limit" env:"TEI_PAYLOAD_LIMIT" default:"${tei_payload_limit}" help:"Largest request body sent to TEI in bytes (TEI's --payload-limit); batches are split to stay under it."`
-	Listen       string `name:"listen" env:"SIDECAR_LISTEN" default:"127.0.0.1:8080" help:"Address to serve on."`
+	TEIAPIKey    string        `name:"tei-api-key" env:"TEI_API_KEY" help:"Bearer token for TEI started with --api-key (never logged)."`
+	TEIPayload   int64         `name:"tei-payload-limit" env:"TEI_PAYLOAD_LIMIT" default:"${tei_payload_limit}" help:"Largest request body sent to TEI in bytes (TEI's --payload-limit); batches are split to stay under it."`
+	Listen       string        `name:"listen" env:"SIDECAR_LISTEN" default:"127.0.0.1:8080" help:"Address to serve on."`
 
 	CacheMaxBytes       int64         `name:"cache-max-bytes" env:"CACHE_MAX_BYTES" default:"${cache_max_bytes}" help:"Memory bound of the embedding cache in bytes; 0 means none."`
 	RerankCacheSize     int           `name:"rerank-cache-size" env:"RERANK_CACHE_SIZE" default:"${rerank_cache_size}" help:"Whole rerank answers kept; 0 disables it."`
