@@ -25,6 +25,7 @@ func newBreaker(p *pool, r *replica) *gobreaker.TwoStepCircuitBreaker[struct{}] 
 		// Called with the breaker's lock held: nothing here may call the
 		// breaker or take the pool's lock.
 		OnStateChange: func(_ string, from, to gobreaker.State) {
+			r.open.Store(to == gobreaker.StateOpen)
 			m.breakerState.WithLabelValues(p.name, r.addr).Set(float64(to))
 			m.breakerTransition.WithLabelValues(p.name, r.addr, from.String(), to.String()).Inc()
 			p.s.log.Warn("circuit breaker changed state", "pool", p.name, "replica", r, "from", from.String(), "to", to.String())

@@ -156,7 +156,7 @@ func (p *pool) setStateLocked(r *replica, state replicaState, reason string) {
 // /info read again (a matter of milliseconds, worth waiting for).
 func (p *pool) usableLocked() bool {
 	return slices.ContainsFunc(p.replicas, func(r *replica) bool {
-		return r.state == stateReady && r.breaker.State() != gobreaker.StateOpen ||
+		return r.state == stateReady && !r.breakerOpen() ||
 			r.state == stateStarting && r.info.Load() != nil
 	})
 }
@@ -165,7 +165,7 @@ func (p *pool) usableLocked() bool {
 // open.
 func (p *pool) readyLocked() bool {
 	return slices.ContainsFunc(p.replicas, func(r *replica) bool {
-		return r.state == stateReady && r.breaker.State() != gobreaker.StateOpen
+		return r.state == stateReady && !r.breakerOpen()
 	})
 }
 
@@ -201,9 +201,36 @@ func (p *pool) unavailableLocked() error {
 // four), preferring any but avoid, which just failed this work. It returns
 // the replica and the breaker's callback for the call's outcome.
 func (p *pool) pickLocked(need int, avoid *replica) (*replica, func(error)) {
+	eligible := func(r *replica) bool {
+		return r.state == stateReady && r.free() >= min(need, r.limit) && !r.breakerOpen()
+	}
+	if n := len(p.replicas); n > 4 {
+		// Two random choices, the less loaded wins: O(1) for large pools.
+		for range 4 {
+			a, b := p.replicas[rand.IntN(n)], p.replicas[rand.IntN(n)]
+			var pick *replica
+			okA, okB := eligible(a) && a != avoid, eligible(b) && b != avoid
+			switch {
+			case okA && okB:
+				pick = a
+				if b.inflight < a.inflight {
+					pick = b
+				}
+			case okA:
+				pick = a
+			case okB:
+				pick = b
+			default:
+				continue
+			}
+			if done, err := pick.breaker.Allow(); err == nil {
+				return pick, done
+			}
+		}
+	}
 	var cands []*replica
 	for _, r := range p.replicas {
-		if r.state == stateReady && r.free() >= min(need, r.limit) && r.breaker.State() != gobreaker.StateOpen {
+		if eligible(r) {
 			cands = append(cands, r)
 		}
 	}

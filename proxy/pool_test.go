@@ -22,7 +22,7 @@ type replicaSet struct {
 }
 
 // startReplicas starts n simulators of model with args.
-func startReplicas(t *testing.T, n int, args ...string) *replicaSet {
+func startReplicas(t testing.TB, n int, args ...string) *replicaSet {
 	t.Helper()
 	rs := &replicaSet{}
 	for range n {
@@ -40,7 +40,7 @@ func startReplicas(t *testing.T, n int, args ...string) *replicaSet {
 }
 
 // inputsPerReplica reads sidecar_upstream_inputs_total per replica address.
-func inputsPerReplica(t *testing.T, s *Server, rs *replicaSet) []float64 {
+func inputsPerReplica(t testing.TB, s *Server, rs *replicaSet) []float64 {
 	t.Helper()
 	out := make([]float64, len(rs.urls))
 	for i, u := range rs.urls {

@@ -440,7 +440,7 @@ func TestCoalescesIdenticalMisses(t *testing.T) {
 }
 
 // counterValue reads one metric's summed value from the server's registry.
-func counterValue(t *testing.T, s *Server, name string) float64 {
+func counterValue(t testing.TB, s *Server, name string) float64 {
 	t.Helper()
 	mfs, err := s.m.reg.Gather()
 	if err != nil {
@@ -471,7 +471,7 @@ type restartable struct {
 	srv  *httptest.Server
 }
 
-func newRestartable(t *testing.T, h http.Handler) *restartable {
+func newRestartable(t testing.TB, h http.Handler) *restartable {
 	r := &restartable{h: h}
 	r.srv = httptest.NewServer(h)
 	r.addr = r.srv.Listener.Addr().String()
@@ -612,7 +612,7 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	}
 }
 
-func mustParse(t *testing.T, args ...string) teisim.Config {
+func mustParse(t testing.TB, args ...string) teisim.Config {
 	t.Helper()
 	cfg, err := teisim.ParseArgs(args, func(string) string { return "" })
 	if err != nil {

@@ -587,7 +587,7 @@ func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
 
 // metricWith sums a metric's samples whose labels include the given
 // name/value pairs.
-func metricWith(t *testing.T, s *Server, name string, labels ...string) float64 {
+func metricWith(t testing.TB, s *Server, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := s.m.reg.Gather()
 	if err != nil {

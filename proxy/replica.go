@@ -53,6 +53,10 @@ type replica struct {
 	info    atomic.Pointer[tei.Info]
 	dim     atomic.Int64 // dense embedding dimension; 0 when not an embedder
 	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
+	// open mirrors the breaker's open state, so that the common case
+	// (closed) costs no lock; breakerOpen asks the breaker itself, which
+	// moves to half-open when its time is up.
+	open atomic.Bool
 	// lastAnswer is when TEI last answered a call (any status): proof of
 	// life that a slow /health (it waits behind the running batch) is not.
 	lastAnswer atomic.Int64
@@ -94,6 +98,11 @@ func redactURL(raw string) (shown, addr string) {
 
 // LogValue keeps credentials out of every log line that names a replica.
 func (r *replica) LogValue() slog.Value { return slog.StringValue(r.shown) }
+
+// breakerOpen reports whether the breaker refuses calls now.
+func (r *replica) breakerOpen() bool {
+	return r.open.Load() && r.breaker.State() == gobreaker.StateOpen
+}
 
 // free is how many more inputs it may take now. pool.mu.
 func (r *replica) free() int { return r.limit - r.inflight }
