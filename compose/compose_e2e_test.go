@@ -350,8 +350,10 @@ func checkImage(t *testing.T, api client.APIClient, tag string) {
 	}
 	img := res.InspectResponse
 	t.Logf("%s: %.1f MB", tag, float64(img.Size)/1e6)
-	if img.Size > 30e6 {
-		t.Errorf("%s is %d bytes, over the 30 MB target", tag, img.Size)
+	// The binary carries bench's and tune's plots (gonum/plot embeds its
+	// fonts, about 4.5 MB), the Redis client and the tracing SDK.
+	if img.Size > 50e6 {
+		t.Errorf("%s is %d bytes, over the 50 MB target", tag, img.Size)
 	}
 	cfg := img.Config
 	if cfg == nil {

@@ -94,11 +94,12 @@ func (s *Server) cohereRerank(version string) echo.HandlerFunc {
 		if req.TopN != nil && *req.TopN < 1 {
 			return bad("top_n", "top_n must be at least 1, got %d", *req.TopN)
 		}
-		res, err := s.rerank(c.Request().Context(), s.rankP, rerankParams{query: *req.Query, texts: texts,
-			truncate: info.AutoTruncate, direction: "Right"})
+		res, cc, err := s.rerank(c.Request().Context(), s.rankP, rerankParams{query: *req.Query, texts: texts,
+			truncate: info.AutoTruncate, direction: "Right"}, s.requestOpts(c.Request().Header, 1))
 		if err != nil {
 			return s.cohereError(c, err)
 		}
+		setXCache(c, cc)
 		n := len(res.ranks)
 		if req.TopN != nil {
 			n = min(n, *req.TopN)

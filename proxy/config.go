@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/tei-sidecar/tei-sidecar/sharedcache"
 )
 
 // Config is the proxy's whole configuration. DefaultConfig gives the
@@ -43,6 +45,11 @@ type Config struct {
 	// default). Batches are split to stay under it; a replica answering
 	// 413 lowers its own limit. Zero means the default.
 	UpstreamPayloadLimit int64
+
+	// Shared is the second cache layer on Redis or Valkey, shared by every
+	// sidecar pointed at it (CACHE_REDIS_URL and the CACHE_REDIS_…
+	// settings). Its URL empty means none: nothing changes.
+	Shared sharedcache.Config
 
 	// CacheSize is the number of per-text embeddings kept
 	// (EMBEDDING_CACHE_SIZE, default 2000). Zero disables the cache.
@@ -129,6 +136,7 @@ func DefaultConfig() Config {
 	return Config{
 		UpstreamPayloadLimit:         2_000_000,
 		DiscoveryInterval:            10 * time.Second,
+		Shared:                       sharedcache.DefaultConfig(),
 		CacheSize:                    2000,
 		CacheBytes:                   256 << 20,
 		RerankCacheSize:              1000,
@@ -195,6 +203,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("RERANK_FINAL_N must be at least 1, got %d", c.RerankFinalN)
 	case c.StartupTimeout < 0:
 		return fmt.Errorf("STARTUP_TIMEOUT must not be negative, got %s", c.StartupTimeout)
+	}
+	if err := c.Shared.Validate(); err != nil {
+		return err
 	}
 	for _, t := range c.BearerTokens {
 		if t == "" {

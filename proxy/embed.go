@@ -1,7 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"net/http"
+	"strings"
 	"strconv"
 
 	"github.com/tei-sidecar/tei-sidecar/tei"
@@ -91,47 +95,69 @@ func checkKind(info *tei.Info, ep embedParams, dim int) error {
 	return nil
 }
 
+// reqOpts are what a request asks of the scheduler and the caches.
+type reqOpts struct {
+	prio priority
+	// noCache skips the cache lookups (Cache-Control: no-cache); the
+	// answer is still stored.
+	noCache bool
+	// noStore keeps the answer out of the caches (Cache-Control: no-store).
+	noStore bool
+}
+
+// cacheCount is how many of a request's inputs came from a cache.
+type cacheCount struct{ hits, total int }
+
+// String is the X-Cache header: HIT when every input came from a cache,
+// MISS when none did, PARTIAL otherwise.
+func (c cacheCount) String() string {
+	switch c.hits {
+	case c.total:
+		return "HIT"
+	case 0:
+		return "MISS"
+	}
+	return "PARTIAL"
+}
+
 // embed returns the entry of every input, in input order: hits from the
-// cache, misses from TEI through the pool's scheduler. Distinct misses are
-// computed once, whoever else wants them; token-id inputs are not cached.
-// If any input fails, the whole call fails with that input's error.
-func (s *Server) embed(ctx context.Context, p *pool, ep embedParams, inputs []tei.Input, prio priority) ([]*entry, error) {
+// in-process cache, then from the shared one (one round trip for all the
+// request's remaining keys), misses from TEI through the pool's scheduler.
+// Distinct misses are computed once, whoever else wants them; token-id
+// inputs are not cached. If any input fails, the whole call fails with
+// that input's error.
+func (s *Server) embed(ctx context.Context, p *pool, ep embedParams, inputs []tei.Input, ro reqOpts) ([]*entry, cacheCount, error) {
+	cc := cacheCount{total: len(inputs)}
 	info := p.info()
 	if err := checkKind(info, ep, int(p.dim.Load())); err != nil {
-		return nil, err
+		return nil, cc, err
 	}
 	out := make([]*entry, len(inputs))
 	prefix := ep.keyPrefix(info)
 	cache := s.cache
 
-	// Look every input up; collect distinct misses and where they go.
+	// Look every input up in memory; collect distinct misses and where
+	// they go.
 	var (
-		flights []*flight
-		where   [][]int // positions in inputs, per flight
-		index   map[key]int
-		spec    *batchSpec
+		keys   []key
+		keyIn  []tei.Input
+		where  [][]int // positions in inputs, per distinct key
+		index  map[key]int
+		uncach []int // token-id inputs
 	)
-	miss := func(in tei.Input, k key, keyed bool, i int) {
-		if spec == nil {
-			spec = ep.batch()
-		}
-		flights = append(flights, &flight{key: k, keyed: keyed, prio: prio,
-			embed: &embedWork{batch: spec, input: appendInput(nil, in), weight: inputWeight(in)}})
-		where = append(where, []int{i})
-	}
 	for i, in := range inputs {
 		if in.IDs != nil {
-			miss(in, key{}, false, i)
+			uncach = append(uncach, i)
 			continue
 		}
 		k := textKey(prefix, in.Text)
-		if e, ok := cache.get(k); ok {
-			out[i] = e
-			s.m.cacheHits.WithLabelValues("embed", "memory").Inc()
-			continue
-		}
-		if cache != nil {
-			s.m.cacheMisses.WithLabelValues("embed").Inc()
+		if !ro.noCache {
+			if e, ok := cache.get(k); ok {
+				out[i] = e
+				cc.hits++
+				s.m.cacheHits.WithLabelValues("embed", "memory").Inc()
+				continue
+			}
 		}
 		if index == nil {
 			index = make(map[key]int)
@@ -140,28 +166,107 @@ func (s *Server) embed(ctx context.Context, p *pool, ep embedParams, inputs []te
 			where[j] = append(where[j], i)
 			continue
 		}
-		index[k] = len(flights)
-		miss(in, k, true, i)
+		index[k] = len(keys)
+		keys, keyIn, where = append(keys, k), append(keyIn, in), append(where, []int{i})
+	}
+
+	// The shared layer, for what memory lacks.
+	var found []*entry
+	if len(keys) > 0 && s.shared != nil && !ro.noCache {
+		found = make([]*entry, len(keys))
+		vals := s.shared.Get(ctx, toRaw(keys))
+		for j, v := range vals {
+			e, ok := decodeEntry(v)
+			if !ok {
+				continue
+			}
+			e = cache.add(keys[j], e) // promoted to memory
+			found[j] = e
+			for _, i := range where[j] {
+				out[i] = e
+				cc.hits++
+			}
+			s.m.cacheHits.WithLabelValues("embed", "redis").Add(float64(len(where[j])))
+		}
+	}
+
+	var (
+		flights []*flight
+		fwhere  [][]int
+		spec    *batchSpec
+	)
+	miss := func(in tei.Input, k key, keyed bool, at []int) {
+		if spec == nil {
+			spec = ep.batch()
+		}
+		f := &flight{key: k, keyed: keyed, prio: ro.prio,
+			embed: &embedWork{batch: spec, input: appendInput(nil, in), weight: inputWeight(in)}}
+		f.keep.Store(!ro.noStore)
+		flights = append(flights, f)
+		fwhere = append(fwhere, at)
+	}
+	for j, k := range keys {
+		if found != nil && found[j] != nil {
+			continue
+		}
+		if cache != nil || s.shared != nil {
+			s.m.cacheMisses.WithLabelValues("embed").Add(float64(len(where[j])))
+		}
+		miss(keyIn[j], k, true, where[j])
+	}
+	for _, i := range uncach {
+		miss(inputs[i], key{}, false, []int{i})
 	}
 	if len(flights) == 0 {
-		return out, nil
+		return out, cc, nil
 	}
 	w := newWaiter(len(flights))
 	if err := p.submit(ctx, w, flights); err != nil {
-		return nil, err
+		return nil, cc, err
 	}
 	if err := p.await(ctx, w); err != nil {
-		return nil, err
+		return nil, cc, err
 	}
 	for j, f := range w.flights {
 		if f.err != nil {
-			return nil, f.err
+			return nil, cc, f.err
 		}
-		for _, i := range where[j] {
+		for _, i := range fwhere[j] {
 			out[i] = f.entry
 		}
 	}
-	return out, nil
+	return out, cc, nil
+}
+
+// toRaw gives keys the shared layer's type.
+func toRaw(keys []key) [][32]byte {
+	out := make([][32]byte, len(keys))
+	for i, k := range keys {
+		out[i] = k
+	}
+	return out
+}
+
+// encodeEntry is an entry as the shared layer keeps it: its share of TEI's
+// token count, then TEI's JSON bytes untouched, so an answer from Redis is
+// byte for byte TEI's and a hit never formats a float.
+func encodeEntry(e *entry) []byte {
+	b := binary.AppendUvarint(make([]byte, 0, len(e.json)+4), uint64(e.tokens)+1)
+	return append(b, e.json...)
+}
+
+// decodeEntry reads what encodeEntry wrote; ok is false for anything else,
+// which is then a miss. The vector must be a JSON list of finite numbers.
+func decodeEntry(v []byte) (*entry, bool) {
+	tokens, n := binary.Uvarint(v)
+	if n <= 0 || tokens == 0 {
+		return nil, false
+	}
+	js := v[n:]
+	if len(js) < 2 || (js[0] != '[') || bytes.Contains(js, []byte("null")) {
+		return nil, false
+	}
+	return &entry{json: append([]byte(nil), js...), tokens: int(tokens - 1)}, true
 }
 
 func inputWeight(in tei.Input) int {
@@ -169,6 +274,23 @@ func inputWeight(in tei.Input) int {
 		return len(in.IDs)
 	}
 	return len(in.Text) + 1
+}
+
+// requestOpts reads a request's X-Priority and Cache-Control: prio is
+// its priority when X-Priority says nothing; n its inputs.
+func (s *Server) requestOpts(h http.Header, n int) reqOpts {
+	ro := reqOpts{prio: s.priorityOf(h.Get("X-Priority"), n)}
+	for _, v := range h.Values("Cache-Control") {
+		for _, d := range strings.Split(v, ",") {
+			switch strings.ToLower(strings.TrimSpace(d)) {
+			case "no-cache":
+				ro.noCache = true
+			case "no-store":
+				ro.noStore = true
+			}
+		}
+	}
+	return ro
 }
 
 // priorityOf classifies a request of n inputs: a few inputs are someone's

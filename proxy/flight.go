@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/tei-sidecar/tei-sidecar/tei"
@@ -58,6 +59,9 @@ type flight struct {
 	key   key
 	keyed bool
 	prio  priority
+	// keep stores the outcome in the caches: some waiter did not ask
+	// for no-store. Read outside pool.mu when the outcome is cached.
+	keep atomic.Bool
 
 	// What to compute: exactly one is set.
 	embed  *embedWork
@@ -175,6 +179,9 @@ func (p *pool) submit(ctx context.Context, w *waiter, fs []*flight) error {
 		if f.keyed {
 			if old := sc.flights[f.key]; old != nil {
 				fs[i] = old
+				if f.keep.Load() {
+					old.keep.Store(true)
+				}
 				p.s.m.coalesced.WithLabelValues(p.name).Inc()
 				w.attachLocked(old, dl, bounded)
 				continue

@@ -65,11 +65,11 @@ func (s *Server) openAIEmbeddings(c echo.Context) error {
 	// TEI's own /v1/embeddings always normalizes and truncates as its
 	// server is set; the same settings give the same cache entries as /embed.
 	p := embedParams{kind: dense, normalize: true, truncate: info.AutoTruncate, direction: "Right"}
-	prio := s.priorityOf(c.Request().Header.Get("X-Priority"), len(inputs))
-	items, err := s.embed(c.Request().Context(), s.embedP, p, inputs, prio)
+	items, cc, err := s.embed(c.Request().Context(), s.embedP, p, inputs, s.requestOpts(c.Request().Header, len(inputs)))
 	if err != nil {
 		return s.openAIError(c, err)
 	}
+	setXCache(c, cc)
 	out, err := appendOpenAI(nil, items, *req.Model, format == "base64")
 	if err != nil {
 		return s.openAIError(c, err)

@@ -38,10 +38,11 @@ func (s *Server) pluginEmbedQuery(c echo.Context) error {
 	if *req.Text == "" {
 		return s.pluginError(c, errEmptyInputs)
 	}
-	items, err := s.embed(c.Request().Context(), s.embedP, s.pluginParams(), []tei.Input{{Text: *req.Text}}, interactive)
+	items, cc, err := s.embed(c.Request().Context(), s.embedP, s.pluginParams(), []tei.Input{{Text: *req.Text}}, s.requestOpts(c.Request().Header, 1))
 	if err != nil {
 		return s.pluginError(c, err)
 	}
+	setXCache(c, cc)
 	b := make([]byte, 0, len(items[0].json)+16)
 	b = append(b, `{"embedding":`...)
 	b = append(b, items[0].json...)
@@ -70,11 +71,14 @@ func (s *Server) pluginEmbedDocuments(c echo.Context) error {
 		if slices.Contains(*req.Texts, "") {
 			return s.pluginError(c, errEmptyInputs)
 		}
-		prio := s.priorityOf(c.Request().Header.Get("X-Priority"), s.cfg.PriorityInteractiveMaxInputs+1)
-		items, err = s.embed(c.Request().Context(), s.embedP, s.pluginParams(), tei.Texts(*req.Texts...), prio)
+		// Documents are ingest, however few: bulk unless X-Priority raises them.
+		ro := s.requestOpts(c.Request().Header, s.cfg.PriorityInteractiveMaxInputs+1)
+		var cc cacheCount
+		items, cc, err = s.embed(c.Request().Context(), s.embedP, s.pluginParams(), tei.Texts(*req.Texts...), ro)
 		if err != nil {
 			return s.pluginError(c, err)
 		}
+		setXCache(c, cc)
 	}
 	b := make([]byte, 0, listSize(items)+16)
 	b = append(b, `{"embeddings":[`...)
@@ -144,11 +148,12 @@ func (s *Server) pluginRerank(c echo.Context) error {
 		return writeJSON(c, http.StatusOK, out)
 	}
 	info := s.rankP.info()
-	res, err := s.rerank(c.Request().Context(), s.rankP, rerankParams{query: *req.Query, texts: passages[:k],
-		truncate: info.AutoTruncate, direction: "Right"})
+	res, cc, err := s.rerank(c.Request().Context(), s.rankP, rerankParams{query: *req.Query, texts: passages[:k],
+		truncate: info.AutoTruncate, direction: "Right"}, s.requestOpts(c.Request().Header, 1))
 	if err != nil {
 		return s.pluginError(c, err)
 	}
+	setXCache(c, cc)
 	out.Scores = make([]float64, k)
 	for _, r := range res.ranks {
 		out.Scores[r.Index] = r.Score

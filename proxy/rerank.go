@@ -66,34 +66,49 @@ func rerankKey(info *tei.Info, p rerankParams) key {
 // rerank in flight, or from TEI, in chunks no larger than each replica
 // takes. The answer is TEI's own bytes when one call scored every text,
 // and TEI's order otherwise.
-func (s *Server) rerank(ctx context.Context, p *pool, rp rerankParams) (*rankResult, error) {
+func (s *Server) rerank(ctx context.Context, p *pool, rp rerankParams, ro reqOpts) (*rankResult, cacheCount, error) {
+	cc := cacheCount{total: 1}
 	if len(rp.texts) == 0 {
-		return nil, errEmptyTexts
+		return nil, cc, errEmptyTexts
 	}
 	info := p.info()
 	if info.ModelType.Kind() != tei.KindReranker {
-		return nil, wrongModel("Backend error: model is not a re-ranker model")
+		return nil, cc, wrongModel("Backend error: model is not a re-ranker model")
 	}
 	k := rerankKey(info, rp)
-	if r, ok := s.rankCache.get(k); ok {
-		s.m.cacheHits.WithLabelValues("rerank", "memory").Inc()
-		return r, nil
+	if !ro.noCache {
+		if r, ok := s.rankCache.get(k); ok {
+			s.m.cacheHits.WithLabelValues("rerank", "memory").Inc()
+			cc.hits = 1
+			return r, cc, nil
+		}
+		if s.shared != nil {
+			if v := s.shared.Get(ctx, [][32]byte{k})[0]; v != nil {
+				if ranks, err := tei.ParseRanks(v, len(rp.texts)); err == nil {
+					r := s.rankCache.add(k, newRankResult(ranks, append([]byte(nil), v...)))
+					s.m.cacheHits.WithLabelValues("rerank", "redis").Inc()
+					cc.hits = 1
+					return r, cc, nil
+				}
+			}
+		}
 	}
-	if s.rankCache != nil {
+	if s.rankCache != nil || s.shared != nil {
 		s.m.cacheMisses.WithLabelValues("rerank").Inc()
 	}
 	f := &flight{key: k, keyed: true, prio: interactive, rerank: newRerankWork(rp)}
+	f.keep.Store(!ro.noStore)
 	w := newWaiter(1)
 	if err := p.submit(ctx, w, []*flight{f}); err != nil {
-		return nil, err
+		return nil, cc, err
 	}
 	if err := p.await(ctx, w); err != nil {
-		return nil, err
+		return nil, cc, err
 	}
 	if f = w.flights[0]; f.err != nil {
-		return nil, f.err
+		return nil, cc, f.err
 	}
-	return f.rank, nil
+	return f.rank, cc, nil
 }
 
 // span is a range of texts, [lo, hi).

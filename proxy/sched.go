@@ -371,8 +371,9 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 				p.s.m.nonFinite.WithLabelValues(p.name).Inc()
 				continue
 			}
-			if f.keyed {
+			if f.keyed && f.keep.Load() {
 				entries[i] = p.s.cache.add(f.key, entries[i])
+				p.s.shared.Put(f.key, encodeEntry(entries[i]))
 			}
 		}
 	}
@@ -425,8 +426,9 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 			sc.completeLocked(merge, nil)
 		}
 		p.mu.Unlock()
-		if merge.keyed {
+		if merge.keyed && merge.keep.Load() {
 			p.s.rankCache.add(merge.key, res)
+			p.s.shared.Put(merge.key, res.body)
 		}
 	}
 }

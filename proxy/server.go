@@ -12,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tei-sidecar/tei-sidecar/sharedcache"
 	"github.com/tei-sidecar/tei-sidecar/tei"
 )
 
@@ -31,6 +32,7 @@ type Server struct {
 	tokens    tokenDigests
 	cache     *lruCache[*entry]
 	rankCache *lruCache[*rankResult]
+	shared    *sharedcache.Cache // nil: no second layer
 
 	ctx    context.Context // owns background goroutines
 	stop   context.CancelFunc
@@ -53,6 +55,14 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	m.registerCache("embed", s.cache.stats)
 	s.rankCache = newLRU[*rankResult](cfg.RerankCacheSize, cfg.RerankCacheBytes, m.cacheEvictions.WithLabelValues("rerank"))
 	m.registerCache("rerank", s.rankCache.stats)
+	shared, err := sharedcache.New(cfg.Shared, m.reg, log)
+	if err != nil {
+		return nil, err
+	}
+	s.shared = shared
+	if shared != nil {
+		s.goOwned(s.pingShared)
+	}
 
 	if cfg.APIKey != "" {
 		s.opts = append(s.opts, tei.WithAPIKey(cfg.APIKey))
@@ -86,6 +96,18 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// pingShared logs, once at start, whether the shared cache answers. A
+// Redis that does not is no failure: every lookup is a miss until it does.
+func (s *Server) pingShared() {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	if err := s.shared.Ping(ctx); err != nil {
+		s.log.Warn("the shared cache (Redis) does not answer: serving from memory and TEI until it does", "redis", s.cfg.Shared, "err", err.Error())
+		return
+	}
+	s.log.Info("the shared cache (Redis) answers", "redis", s.cfg.Shared)
 }
 
 // client returns a TEI client for a replica's base URL.
@@ -191,6 +213,9 @@ func (s *Server) Close() {
 		p.mu.Unlock()
 	}
 	s.wg.Wait()
+	if err := s.shared.Close(); err != nil {
+		s.log.Warn("closing the shared cache", "err", err.Error())
+	}
 }
 
 // routes registers every API face.

@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/tei-sidecar/tei-sidecar/sharedcache"
 	"github.com/tei-sidecar/tei-sidecar/tei"
 )
 
@@ -148,6 +149,7 @@ type statusCache struct {
 type statusBody struct {
 	Pools    map[string]statusPool  `json:"pools"`
 	Caches   map[string]statusCache `json:"caches"`
+	Shared   sharedcache.Status     `json:"shared_cache"`
 	Settings map[string]any         `json:"settings"`
 }
 
@@ -162,6 +164,7 @@ func (s *Server) status(c echo.Context) error {
 	b.Caches["embed"] = statusCache{Entries: n, Bytes: by, MaxEntries: s.cfg.CacheSize, MaxBytes: s.cfg.CacheBytes}
 	n, by = s.rankCache.stats()
 	b.Caches["rerank"] = statusCache{Entries: n, Bytes: by, MaxEntries: s.cfg.RerankCacheSize, MaxBytes: s.cfg.RerankCacheBytes}
+	b.Shared = s.shared.Status()
 	b.Settings = s.cfg.redacted()
 	return writeJSON(c, http.StatusOK, b)
 }

@@ -66,11 +66,12 @@ func (s *Server) teiEmbed(kind outputKind) echo.HandlerFunc {
 		if err != nil {
 			return s.teiError(c, err)
 		}
-		prio := s.priorityOf(c.Request().Header.Get("X-Priority"), len(inputs))
-		items, err := s.embed(c.Request().Context(), s.embedP, p, inputs, prio)
+		ro := s.requestOpts(c.Request().Header, len(inputs))
+		items, cc, err := s.embed(c.Request().Context(), s.embedP, p, inputs, ro)
 		if err != nil {
 			return s.teiError(c, err)
 		}
+		setXCache(c, cc)
 		return writeList(c, items)
 	}
 }
@@ -110,10 +111,11 @@ func (s *Server) teiRerank(c echo.Context) error {
 	if req.Truncate != nil {
 		p.truncate = *req.Truncate
 	}
-	res, err := s.rerank(c.Request().Context(), s.rankP, p)
+	res, cc, err := s.rerank(c.Request().Context(), s.rankP, p, s.requestOpts(c.Request().Header, 1))
 	if err != nil {
 		return s.teiError(c, err)
 	}
+	setXCache(c, cc)
 	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, res.body)
 }
 
@@ -213,6 +215,10 @@ func (s *Server) pass(ctx context.Context, p *pool, method, path string, body []
 	}
 	return f.resp, nil
 }
+
+// setXCache tells the caller where the answer came from: X-Cache HIT,
+// MISS or PARTIAL, on every face.
+func setXCache(c echo.Context, cc cacheCount) { c.Response().Header().Set("X-Cache", cc.String()) }
 
 // info serves the embedding TEI's /info unchanged, so TEI clients work.
 func (s *Server) info(c echo.Context) error {

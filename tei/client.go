@@ -227,16 +227,25 @@ func (c *Client) RerankBody(ctx context.Context, body []byte, n int) ([]Rank, *R
 
 // decodeRanks reads a /rerank answer for n texts.
 func decodeRanks(r *Response, n int) ([]Rank, *Response, error) {
+	ranks, err := ParseRanks(r.Body, n)
+	if err != nil {
+		return nil, nil, &TransportError{Kind: KindOther, Err: fmt.Errorf("/rerank response: %w", err)}
+	}
+	return ranks, r, nil
+}
+
+// ParseRanks reads a /rerank answer for n texts: every index in range.
+func ParseRanks(body []byte, n int) ([]Rank, error) {
 	var ranks []Rank
-	if err := decode("/rerank", r, &ranks); err != nil {
-		return nil, nil, err
+	if err := json.Unmarshal(body, &ranks); err != nil {
+		return nil, err
 	}
 	for _, rk := range ranks {
 		if rk.Index < 0 || rk.Index >= n {
-			return nil, nil, &TransportError{Kind: KindOther, Err: fmt.Errorf("/rerank response: index %d out of range", rk.Index)}
+			return nil, fmt.Errorf("index %d out of range", rk.Index)
 		}
 	}
-	return ranks, r, nil
+	return ranks, nil
 }
 
 // Tokenize calls /tokenize.

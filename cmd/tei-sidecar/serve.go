@@ -27,6 +27,7 @@ import (
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
 	"github.com/tei-sidecar/tei-sidecar/plan"
 	"github.com/tei-sidecar/tei-sidecar/proxy"
+	"github.com/tei-sidecar/tei-sidecar/sharedcache"
 	"github.com/tei-sidecar/tei-sidecar/tei/launch"
 )
 
@@ -72,6 +73,8 @@ type serveCmd struct {
 	MetricsAuth         bool          `name:"metrics-auth" env:"METRICS_AUTH" help:"Require a token on /metrics too."`
 	ModelAliases        []string      `name:"model-aliases" env:"MODEL_ALIASES" help:"Extra model names accepted for the served models (comma-separated)."`
 
+	Shared sharedFlags `embed:"" prefix:"cache-redis-"`
+
 	HTTPReadTimeout time.Duration `name:"http-read-timeout" env:"HTTP_READ_TIMEOUT" default:"${http_read_timeout}" help:"Longest time to read one request, headers and body."`
 	HTTPIdleTimeout time.Duration `name:"http-idle-timeout" env:"HTTP_IDLE_TIMEOUT" default:"${http_idle_timeout}" help:"Idle keep-alive connections are closed after this."`
 	HTTPMaxConns    int           `name:"http-max-connections" env:"HTTP_MAX_CONNECTIONS" default:"${http_max_connections}" help:"Most open client connections (at most 3/4 of the file limit); at the cap the longest-idle one is closed."`
@@ -93,6 +96,7 @@ func (c *serveCmd) config(embedURLs, rerankURLs []string, plugin *plan.PluginSet
 		BearerTokens: splitList(c.BearerToken), MetricsAuth: c.MetricsAuth, ModelAliases: c.ModelAliases,
 		RerankEnable: c.Settings.RerankEnable == nil || *c.Settings.RerankEnable,
 		RerankK:      c.Settings.RerankK, RerankFinalN: c.Settings.RerankFinalN,
+		Shared: c.Shared.config(),
 	}
 	if c.Settings.CacheSize != nil {
 		cfg.CacheSize = *c.Settings.CacheSize
@@ -104,6 +108,31 @@ func (c *serveCmd) config(embedURLs, rerankURLs []string, plugin *plan.PluginSet
 	return cfg
 }
 
+// sharedFlags are the shared cache's settings (sharedcache.Config), flags
+// --cache-redis-….
+type sharedFlags struct {
+	URL             string        `name:"url" env:"CACHE_REDIS_URL" help:"The shared second cache layer: redis://[user:pass@]host:port/db (rediss:// for TLS), redis+sentinel://h1,h2/master/db or redis+cluster://h1,h2; empty means none. The password is never logged."`
+	Namespace       string        `name:"namespace" env:"CACHE_NAMESPACE" default:"${cache_namespace}" help:"Prefix of every key in Redis; change it to start an empty cache."`
+	TTL             time.Duration `name:"ttl" env:"CACHE_REDIS_TTL" help:"Time to live of each entry; 0 means none (Redis's maxmemory-policy evicts)."`
+	Timeout         time.Duration `name:"timeout" env:"CACHE_REDIS_TIMEOUT" default:"${cache_redis_timeout}" help:"Deadline of one lookup round trip; slower is a miss."`
+	WriteTimeout    time.Duration `name:"write-timeout" env:"CACHE_REDIS_WRITE_TIMEOUT" default:"${cache_redis_write_timeout}" help:"Deadline of one write-behind round trip."`
+	DialTimeout     time.Duration `name:"dial-timeout" env:"CACHE_REDIS_DIAL_TIMEOUT" default:"${cache_redis_dial_timeout}" help:"Deadline of opening one connection, TLS included."`
+	QueueSize       int           `name:"queue" env:"CACHE_REDIS_QUEUE" default:"${cache_redis_queue}" help:"Writes that may wait for the write-behind writer; more are dropped and counted."`
+	PoolSize        int           `name:"pool-size" env:"CACHE_REDIS_POOL_SIZE" default:"${cache_redis_pool_size}" help:"Most connections per Redis node."`
+	MinIdleConns    int           `name:"min-idle-conns" env:"CACHE_REDIS_MIN_IDLE_CONNS" default:"${cache_redis_min_idle_conns}" help:"Idle connections kept open per node; 0 keeps none."`
+	ConnMaxIdle     time.Duration `name:"conn-max-idle" env:"CACHE_REDIS_CONN_MAX_IDLE" default:"${cache_redis_conn_max_idle}" help:"Connections idle this long are closed."`
+	ConnMaxLifetime time.Duration `name:"conn-max-lifetime" env:"CACHE_REDIS_CONN_MAX_LIFETIME" default:"${cache_redis_conn_max_lifetime}" help:"Connections this old are closed; 0 means no limit."`
+	BreakerFailures int           `name:"breaker-failures" env:"CACHE_REDIS_BREAKER_FAILURES" default:"${cache_redis_breaker_failures}" help:"Round trips in a row that time out or fail to connect before the Redis breaker opens."`
+	BreakerOpenFor  time.Duration `name:"breaker-open-for" env:"CACHE_REDIS_BREAKER_OPEN_FOR" default:"${cache_redis_breaker_open_for}" help:"How long an open Redis breaker answers every lookup with a miss."`
+}
+
+func (f sharedFlags) config() sharedcache.Config {
+	return sharedcache.Config{URL: f.URL, Namespace: f.Namespace, TTL: f.TTL, Timeout: f.Timeout,
+		WriteTimeout: f.WriteTimeout, DialTimeout: f.DialTimeout, QueueSize: f.QueueSize, PoolSize: f.PoolSize,
+		MinIdleConns: f.MinIdleConns, ConnMaxIdleTime: f.ConnMaxIdle, ConnMaxLifetime: f.ConnMaxLifetime,
+		BreakerFailures: f.BreakerFailures, BreakerOpenFor: f.BreakerOpenFor}
+}
+
 // httpConfig is the HTTP server's part of the flags.
 func (c *serveCmd) httpConfig() proxy.HTTPConfig {
 	return proxy.HTTPConfig{ReadTimeout: c.HTTPReadTimeout, IdleTimeout: c.HTTPIdleTimeout, MaxConnections: c.HTTPMaxConns}
@@ -112,9 +141,20 @@ func (c *serveCmd) httpConfig() proxy.HTTPConfig {
 // defaultVars are the defaults that serve's flags show and use, taken from
 // the proxy's DefaultConfig so that they are written in one place.
 func defaultVars() kong.Vars {
-	d, h := proxy.DefaultConfig(), proxy.DefaultHTTPConfig()
+	d, h, r := proxy.DefaultConfig(), proxy.DefaultHTTPConfig(), sharedcache.DefaultConfig()
 	i := func(n int64) string { return strconv.FormatInt(n, 10) }
 	return kong.Vars{
+		"cache_namespace":                 r.Namespace,
+		"cache_redis_timeout":             r.Timeout.String(),
+		"cache_redis_write_timeout":       r.WriteTimeout.String(),
+		"cache_redis_dial_timeout":        r.DialTimeout.String(),
+		"cache_redis_queue":               i(int64(r.QueueSize)),
+		"cache_redis_pool_size":           i(int64(r.PoolSize)),
+		"cache_redis_min_idle_conns":      i(int64(r.MinIdleConns)),
+		"cache_redis_conn_max_idle":       r.ConnMaxIdleTime.String(),
+		"cache_redis_conn_max_lifetime":   r.ConnMaxLifetime.String(),
+		"cache_redis_breaker_failures":    i(int64(r.BreakerFailures)),
+		"cache_redis_breaker_open_for":    r.BreakerOpenFor.String(),
 		"tei_payload_limit":               i(d.UpstreamPayloadLimit),
 		"tei_discovery_interval":          d.DiscoveryInterval.String(),
 		"cache_max_bytes":                 i(d.CacheBytes),
