@@ -5,8 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"net/http"
-	"strings"
 	"strconv"
+	"strings"
 
 	"github.com/tei-sidecar/tei-sidecar/tei"
 )
