@@ -86,7 +86,7 @@ func TestDockerGPUWithoutNVIDIARuntime(t *testing.T) {
 	dockertest.BuildSimImage(t, p.Image)
 
 	d := dockerLauncher(t, DockerOptions{})
-	_, err = d.Launch(t.Context(), p)
+	_, err = d.Launch(t.Context(), p, nil)
 	var le *LaunchError
 	if !errors.As(err, &le) || le.Diagnosis.Cause != CauseNoGPURuntime {
 		t.Fatalf("error %v, want the NVIDIA runtime diagnosis", err)
@@ -102,7 +102,7 @@ func TestDockerGPUWithoutNVIDIARuntime(t *testing.T) {
 
 	// Keep, so this "sidecar" can hand its container over to the next.
 	fb := dockerLauncher(t, DockerOptions{Keep: true, CPUFallback: CPUFallback(hw, s)})
-	inst, err := fb.Launch(t.Context(), p)
+	inst, err := fb.Launch(t.Context(), p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestDockerGPUWithoutNVIDIARuntime(t *testing.T) {
 
 	// A restarted sidecar with the same plan adopts it.
 	again := dockerLauncher(t, DockerOptions{Project: fb.opts.Project, CPUFallback: CPUFallback(hw, s)})
-	adopted, err := again.Launch(t.Context(), p)
+	adopted, err := again.Launch(t.Context(), p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestDockerLaunchReplaceAndFail(t *testing.T) {
 	dockertest.BuildSimImage(t, cpuImage)
 	p := cpuPlan(t, "BAAI/bge-small-en-v1.5")
 	d := dockerLauncher(t, DockerOptions{Keep: true})
-	inst, err := d.Launch(t.Context(), p)
+	inst, err := d.Launch(t.Context(), p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestDockerLaunchReplaceAndFail(t *testing.T) {
 	changed.MaxClientBatchSize = 8
 	changed.Args = setArg(p.Args, "--max-client-batch-size", "8")
 	next := dockerLauncher(t, DockerOptions{Project: d.opts.Project})
-	inst2, err := next.Launch(t.Context(), changed)
+	inst2, err := next.Launch(t.Context(), changed, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestDockerLaunchReplaceAndFail(t *testing.T) {
 		bad.Env = map[string]string{"SIM_FAIL_COMPUTE_CAP": "75:89"}
 		bad.Image = plan.Registry + ":89-1.9.3"
 		dockertest.BuildSimImage(t, bad.Image)
-		_, err := next.Launch(t.Context(), bad)
+		_, err := next.Launch(t.Context(), bad, nil)
 		var le *LaunchError
 		if !errors.As(err, &le) || le.Diagnosis.Cause != CauseComputeCap {
 			t.Fatalf("error %v, want the compute capability diagnosis", err)
@@ -219,7 +219,7 @@ func TestDockerLaunchReplaceAndFail(t *testing.T) {
 	t.Run("image not pullable", func(t *testing.T) {
 		absent := p
 		absent.Image = "localhost:1/tei-sidecar-absent:cpu-1.9.3"
-		_, err := next.Launch(t.Context(), absent)
+		_, err := next.Launch(t.Context(), absent, nil)
 		if err == nil || !strings.Contains(err.Error(), "pull "+absent.Image+" failed") || !strings.Contains(err.Error(), "`docker load` the image first") {
 			t.Errorf("error %v, want one naming the image to load", err)
 		}
