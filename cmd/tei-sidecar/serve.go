@@ -481,7 +481,6 @@ func (s *startingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body)
 }
 
-
 // printLaunch is --dry-run's report of what would be launched: every
 // replica, with its API key passed to TEI (redacted, as every secret).
 func (c *serveCmd) printLaunch(ctx context.Context, w io.Writer, res plan.Result, mode launch.Mode, why string, l launcher) error {
