@@ -505,10 +505,9 @@ func (c *serveCmd) printLaunch(ctx context.Context, w io.Writer, res plan.Result
 	}
 	_ = tw.Flush()
 	for _, p := range res.Plans {
-		// Any key will do: its value is redacted and left out of the hash.
-		p = launch.WithAPIKey(p, cmp.Or(c.TEIAPIKey, "dry-run"))
-		d := l.Describe(ctx, p)
 		out.printf("\n%s: %s model %s on %s (plan %s)\n", p.Name(), p.Role, p.Model, p.Device, p.Hash()[:12])
+		// Any key will do: its value is redacted.
+		d := l.Describe(ctx, launch.WithAPIKey(p, cmp.Or(c.TEIAPIKey, "dry-run")))
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		row := func(k, v string) { fmt.Fprintf(tw, "  %s\t%s\n", k, v) }
 		if d.Kind == "docker" {

@@ -26,9 +26,10 @@ func NewAPIKey() (string, error) {
 }
 
 // WithAPIKey returns p with key passed to TEI as API_KEY, marked secret:
-// every printed form of the plan redacts it and its hash leaves the value
-// out, so a new key does not make a container stale. An empty key returns
-// p as it is.
+// every printed form of the plan redacts it. Containers are labelled with
+// the plan's hash without it (planHash), as `detect` shows it, so a new key
+// alone makes no container stale; adoption compares the key itself. An
+// empty key returns p as it is.
 func WithAPIKey(p plan.Plan, key string) plan.Plan {
 	if key == "" {
 		return p
@@ -42,6 +43,19 @@ func WithAPIKey(p plan.Plan, key string) plan.Plan {
 		p.SecretEnv = append(slices.Clone(p.SecretEnv), APIKeyEnv)
 	}
 	return p
+}
+
+// planHash is p's hash as the planner made p, without the API key the
+// launch added: what containers are labelled with and adopted by, and
+// what `detect` shows.
+func planHash(p plan.Plan) string {
+	if _, ok := p.Env[APIKeyEnv]; !ok {
+		return p.Hash()
+	}
+	p.Env = maps.Clone(p.Env)
+	delete(p.Env, APIKeyEnv)
+	p.SecretEnv = slices.DeleteFunc(slices.Clone(p.SecretEnv), func(k string) bool { return k == APIKeyEnv })
+	return p.Hash()
 }
 
 // apiKey is the key TEI is launched with for p; "" when none.

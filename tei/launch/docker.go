@@ -169,7 +169,7 @@ func (d *Docker) Address(ctx context.Context, p plan.Plan) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if adopt, _ := decideAdoption(existing, p.Hash()); adopt != "" {
+	if adopt, _ := decideAdoption(existing, planHash(p)); adopt != "" {
 		res, err := d.api.ContainerInspect(ctx, adopt, client.ContainerInspectOptions{})
 		if err == nil {
 			if _, hostPort, err := d.urlOf(res.Container, p.Port, att); err == nil {
@@ -225,8 +225,7 @@ func (d *Docker) KeptAPIKey(ctx context.Context, plans []plan.Plan) (string, err
 	}
 	var keys []string
 	for _, p := range plans {
-		// Hashes leave the key's value out, not its presence.
-		adopt, _ := decideAdoption(replicaContainers(all, p), WithAPIKey(p, "any").Hash())
+		adopt, _ := decideAdoption(replicaContainers(all, p), planHash(p))
 		if adopt == "" {
 			continue
 		}
@@ -274,7 +273,7 @@ func (d *Docker) Launch(ctx context.Context, p plan.Plan, progress Progress) (*I
 	if err != nil {
 		return nil, err
 	}
-	adopt, remove := decideAdoption(existing, p.Hash())
+	adopt, remove := decideAdoption(existing, planHash(p))
 	for _, r := range remove {
 		log.Info("removing a TEI container", "id", shortID(r.ID), "why", r.Why)
 		if err := d.remove(ctx, r.ID); err != nil {
@@ -630,7 +629,7 @@ func (d *Docker) adopt(ctx context.Context, p plan.Plan, id string, att attachme
 		_ = inst.Release(context.WithoutCancel(ctx)) // stop watching; Launch removes it
 		return nil, err
 	}
-	d.adj.remember(p.Hash(), adj)
+	d.adj.remember(planHash(p), adj)
 	inst.Adopted = true
 	log.Info("adopted a running TEI container", "container", strings.TrimPrefix(c.Name, "/"), "id", shortID(id), "url", url)
 	return inst, nil
@@ -736,7 +735,7 @@ func shortID(id string) string {
 // Describe says what Launch would run for p, for --dry-run. It asks the
 // engine only where the sidecar runs in a container, and changes nothing.
 func (d *Docker) Describe(ctx context.Context, p plan.Plan) Description {
-	hash := p.Hash()
+	hash := planHash(p)
 	p = p.Redact()
 	desc := Description{
 		Role:    p.Role,

@@ -390,7 +390,7 @@ type startFunc func(ctx context.Context, hash string, eff plan.Plan, adj adjustm
 // run starts p, stepping --max-batch-tokens down after out-of-memory
 // warm-ups and falling back to the CPU plan when GPUs cannot be handed out.
 func (a *adjuster) run(ctx context.Context, p plan.Plan, start startFunc) (*Instance, error) {
-	hash := p.Hash()
+	hash := planHash(p)
 	adj := a.remembered(hash)
 	for {
 		eff, err := a.apply(p, adj)

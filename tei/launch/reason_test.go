@@ -73,7 +73,13 @@ func TestAPIKey(t *testing.T) {
 		t.Errorf("env %v (and the original's %v)", withA.Env, p.Env)
 	}
 	if withA.Hash() != withB.Hash() {
-		t.Error("the key's value changes the plan's hash: a new key would replace every container")
+		t.Error("the key's value changes the plan's hash")
+	}
+	if planHash(withA) != p.Hash() || planHash(p) != p.Hash() {
+		t.Error("containers are not labelled with the plan's hash as detect shows it")
+	}
+	if withA.Env["HF_TOKEN"] != "hf" || len(withA.SecretEnv) != 2 {
+		t.Errorf("planHash changed its argument: %v %v", withA.Env, withA.SecretEnv)
 	}
 	if shown := withA.Redact().Env[APIKeyEnv]; shown != plan.Redacted {
 		t.Errorf("shown as %q", shown)
