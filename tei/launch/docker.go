@@ -626,7 +626,10 @@ func (d *Docker) adopt(ctx context.Context, p plan.Plan, id string, att attachme
 	rctx, cancel := d.readyContext(ctx)
 	defer cancel()
 	if err := waitReady(rctx, url, eff, inst.Done()); err != nil {
-		_ = inst.Release(context.WithoutCancel(ctx)) // stop watching; Launch removes it
+		// Stop watching it; Launch removes it.
+		if rerr := inst.Release(context.WithoutCancel(ctx)); rerr != nil {
+			log.Warn("removing a TEI container that could not be adopted", "id", shortID(id), "err", rerr.Error())
+		}
 		return nil, err
 	}
 	d.adj.remember(planHash(p), adj)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 
 	"github.com/moby/moby/client"
 )
@@ -69,6 +70,10 @@ func pullReason(err error) string {
 	return "the Docker engine refused the pull (the sidecar's log says why)"
 }
 
+// bindRe is a TEI whose port another program took (Docker's message, or
+// the router's own).
+var bindRe = regexp.MustCompile(`(?i)address already in use|port is already allocated`)
+
 // errNameTaken is a container name held by a container tei-sidecar does not
 // manage.
 var errNameTaken = errors.New("the name is taken by a container tei-sidecar does not manage: remove it or set TEI_PROJECT")
@@ -92,6 +97,8 @@ func Summary(err error) string {
 		return fmt.Sprintf("pulling %s failed: %s", pe.Image, pullReason(pe.Err))
 	case errors.As(err, &le) && le.Diagnosis.Cause != CauseUnknown:
 		return causeSummary(le.Diagnosis.Cause)
+	case errors.As(err, &le) && (bindRe.MatchString(le.Err.Error()) || slices.ContainsFunc(le.Logs, bindRe.MatchString)):
+		return "another program took the loopback port kept for TEI"
 	case errors.As(err, &ee):
 		return ee.summary()
 	case errors.Is(err, errNotReady):

@@ -45,6 +45,10 @@ func TestSummary(t *testing.T) {
 			"a container tei-sidecar does not manage has TEI's container name (the sidecar's log names it)"},
 		{"lost track", fmt.Errorf("%w abc: %w", errLostTrack, errors.New("unexpected EOF from 10.0.0.1")),
 			"the sidecar lost track of TEI's container"},
+		{"port taken (Docker)", &LaunchError{Err: errors.New("docker start: Bind for 127.0.0.1:41234 failed: port is already allocated")},
+			"another program took the loopback port kept for TEI"},
+		{"port taken (the router)", &LaunchError{Err: &ExitError{Status: 1, Phase: PhaseWarmingUp},
+			Logs: []string{"Error: Address already in use (os error 98)"}}, "another program took the loopback port kept for TEI"},
 		{"unknown", errors.New("dial unix /var/run/docker.sock: connect: permission denied"),
 			"TEI failed to start (the sidecar's log says why)"},
 	} {
