@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +23,6 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
 	"github.com/tei-sidecar/tei-sidecar/plan"
@@ -45,7 +45,7 @@ type serveCmd struct {
 	FallbackCPU bool          `name:"fallback-cpu" env:"TEI_FALLBACK_CPU" help:"Run TEI's CPU image when Docker cannot give containers a GPU (no NVIDIA Container Toolkit)."`
 	ModelCache  string        `name:"model-cache" env:"TEI_MODEL_CACHE" help:"Where TEI keeps downloaded models: a Docker volume name or an absolute host directory (default: the volume tei-sidecar-models; process mode: TEI's own cache unless a directory is given)."`
 	TEIBinary   string        `name:"tei-binary" env:"TEI_BINARY" help:"TEI's router program for --launch process (default: text-embeddings-router on PATH)."`
-	Project     string        `name:"project" env:"TEI_PROJECT" default:"tei" help:"Names TEI's containers (<project>-embed, <project>-rerank); sidecars with different projects leave each other's containers alone."`
+	Project     string        `name:"project" env:"TEI_PROJECT" default:"tei" help:"Names TEI's containers (<project>-embed, <project>-embed-1, …, <project>-rerank); sidecars with different projects leave each other's containers alone."`
 	HealthEvery time.Duration `name:"health-interval" env:"TEI_HEALTH_INTERVAL" default:"5s" help:"Time between the supervisor's /health checks of a launched TEI."`
 	HealthFails int           `name:"health-failures" env:"TEI_HEALTH_FAILURES" default:"3" help:"Failed health checks in a row after which a launched TEI is restarted."`
 	RestartMax  time.Duration `name:"restart-max-backoff" env:"TEI_RESTART_MAX_BACKOFF" default:"1m" help:"Longest wait between restarts of a failing TEI (the wait doubles from 1s)."`
@@ -53,7 +53,7 @@ type serveCmd struct {
 	TEIEmbedURL  string        `name:"tei-embed-url" env:"TEI_EMBED_URL" help:"Base URLs of embedding TEIs already running, comma-separated (one pool of replicas), e.g. http://127.0.0.1:3000; dns+http://name:port stands for every address name resolves to. Nothing is launched."`
 	TEIRerankURL string        `name:"tei-rerank-url" env:"TEI_RERANK_URL" help:"Base URLs of the reranking TEIs, comma-separated; empty sends rerank calls to the embedding TEI."`
 	Discovery    time.Duration `name:"tei-discovery-interval" env:"TEI_DISCOVERY_INTERVAL" default:"${tei_discovery_interval}" help:"How often dns+http:// entries of TEI_EMBED_URL / TEI_RERANK_URL are resolved again (replicas join and drain)."`
-	TEIAPIKey    string        `name:"tei-api-key" env:"TEI_API_KEY" help:"Bearer token for TEI started with --api-key (never logged)."`
+	TEIAPIKey    string        `name:"tei-api-key" env:"TEI_API_KEY" help:"TEI's API key: the one TEI at --tei-embed-url wants, or the one launched TEIs get (default when launching: a random key, or the one TEI containers left running share); never logged."`
 	TEIPayload   int64         `name:"tei-payload-limit" env:"TEI_PAYLOAD_LIMIT" default:"${tei_payload_limit}" help:"Largest request body sent to TEI in bytes (TEI's --payload-limit); batches are split to stay under it."`
 	Listen       string        `name:"listen" env:"SIDECAR_LISTEN" default:"127.0.0.1:8080" help:"Address to serve on."`
 
@@ -206,18 +206,27 @@ func (c *serveCmd) Run(g *globals) error {
 	if err != nil {
 		return exitError{code: 1, msg: err.Error()}
 	}
-	l, closeLauncher, err := c.launcher(g, mode, hw)
+	l, err := c.launcher(g, mode, hw)
 	if err != nil {
 		return err
 	}
-	defer closeLauncher()
+	defer func() {
+		if err := l.Close(); err != nil {
+			g.log.Warn("closing the launcher", "err", err.Error())
+		}
+	}()
+	for _, p := range res.Plans {
+		if err := l.Check(p); err != nil {
+			return exitError{code: 2, msg: err.Error()}
+		}
+	}
 	if c.DryRun {
 		return c.printLaunch(g.ctx, g.stdout, res, mode, why, l)
 	}
 	for _, w := range res.Warnings {
 		g.log.Warn("plan", "warning", w)
 	}
-	g.log.Info("launching TEI", "mode", string(mode), "why", why, "platform", res.Platform)
+	g.log.Info("launching TEI", "mode", string(mode), "why", why, "platform", res.Platform, "replicas", len(res.Plans))
 	return c.serve(g, c.config(nil, nil, &res.Plugin), launchSet{launcher: l, plans: res.Plans})
 }
 
@@ -233,20 +242,34 @@ func (c *serveCmd) pingDocker(g *globals) error {
 	return d.Ping(ctx)
 }
 
-// describer is a launcher that can say what it would run, for --dry-run.
-type describer interface {
+// launcher is what serve needs of a launcher: the launch itself (for the
+// supervisors), each replica's URL before it runs (for the proxy), a check
+// of what can never run, and --dry-run's description.
+type launcher interface {
 	launch.Launcher
+	Address(context.Context, plan.Plan) (string, error)
+	Check(plan.Plan) error
 	Describe(context.Context, plan.Plan) launch.Description
+	Close() error
+}
+
+// keeper is a launcher whose TEIs may outlive the sidecar (Docker's
+// containers): a new sidecar removes those no longer planned and can reuse
+// their API key, so as to adopt them.
+type keeper interface {
+	Prune(context.Context, []plan.Plan) error
+	KeptAPIKey(context.Context, []plan.Plan) (string, error)
 }
 
 var (
-	_ describer         = (*launch.Docker)(nil)
-	_ describer         = (*launch.Native)(nil)
+	_ launcher          = (*launch.Docker)(nil)
+	_ launcher          = (*launch.Native)(nil)
+	_ keeper            = (*launch.Docker)(nil)
 	_ launch.StatusSink = (*proxy.Server)(nil)
 )
 
-// launcher builds the launcher for mode; closeFn releases it.
-func (c *serveCmd) launcher(g *globals, mode launch.Mode, hw hwdetect.Hardware) (l describer, closeFn func(), err error) {
+// launcher builds the launcher for mode; Close releases it.
+func (c *serveCmd) launcher(g *globals, mode launch.Mode, hw hwdetect.Hardware) (launcher, error) {
 	switch mode {
 	case launch.ModeDocker:
 		opts := launch.DockerOptions{
@@ -256,11 +279,7 @@ func (c *serveCmd) launcher(g *globals, mode launch.Mode, hw hwdetect.Hardware) 
 		if c.FallbackCPU {
 			opts.CPUFallback = launch.CPUFallback(hw, c.Settings)
 		}
-		d, err := launch.NewDocker(opts, g.log)
-		if err != nil {
-			return nil, nil, err
-		}
-		return d, func() { _ = d.Close() }, nil
+		return launch.NewDocker(opts, g.log)
 	case launch.ModeProcess:
 		opts := launch.NativeOptions{Binary: c.TEIBinary, StartupTimeout: c.StartupTimeout}
 		if filepath.IsAbs(c.ModelCache) {
@@ -270,22 +289,27 @@ func (c *serveCmd) launcher(g *globals, mode launch.Mode, hw hwdetect.Hardware) 
 		}
 		n, err := launch.NewNative(opts, g.log)
 		if err != nil {
-			return nil, nil, exitError{code: 1, msg: err.Error()}
+			return nil, exitError{code: 1, msg: err.Error()}
 		}
-		return n, func() {}, nil
+		return n, nil
 	}
-	return nil, nil, fmt.Errorf("unknown launch mode %q", mode)
+	return nil, fmt.Errorf("unknown launch mode %q", mode)
 }
 
 // launchSet is what serve starts and supervises; empty when TEI runs at
 // the URLs given.
 type launchSet struct {
-	launcher launch.Launcher
+	launcher launcher
 	plans    []plan.Plan
 }
 
-// serve listens, launches TEI, proxies to it, and on SIGTERM drains
-// in-flight requests, then stops what it launched.
+// serve listens at once, decides the API key and each replica's URL,
+// builds the proxy with them, and hands each replica to a supervisor, which
+// launches it and keeps it running: a TEI that cannot start (an image
+// that cannot be pulled, a model that cannot be downloaded) leaves the
+// sidecar up, answering 503 with the reason on /ready, and is retried with
+// back-off. On SIGTERM it drains in-flight requests, then stops what it
+// launched.
 func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launchSet) error {
 	hcfg := c.httpConfig()
 	ln, err := proxy.Listen(c.Listen, hcfg)
@@ -293,42 +317,49 @@ func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launchSet) error {
 		return err
 	}
 	handler := &swapHandler{}
-	handler.set(startingHandler{})
+	starting := &startingHandler{}
+	handler.set(starting)
 	hs := proxy.NewHTTPServer(handler, ln, hcfg, g.log)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	g.log.Info("listening", "addr", ln.Addr().String())
 	stopHTTP := func() {
-		_ = hs.Close()
+		if err := hs.Close(); err != nil {
+			g.log.Warn("closing the listener", "err", err.Error())
+		}
 		<-served
 	}
 
-	insts, err := launchAll(g.ctx, l.launcher, l.plans)
-	if err != nil {
-		stopHTTP()
-		if g.ctx.Err() != nil {
-			return nil // stopped while TEI was starting
+	var urls []string
+	var plans []plan.Plan
+	if l.launcher != nil {
+		var key string
+		plans, urls, key, err = c.prepare(g, l, starting)
+		if err != nil {
+			stopHTTP()
+			if g.ctx.Err() != nil {
+				return nil // stopped while preparing
+			}
+			return err
 		}
-		return err
-	}
-	for i, p := range l.plans {
-		if p.Role == plan.RoleEmbedding {
-			cfg.EmbedURLs = append(cfg.EmbedURLs, insts[i].URL)
-		} else {
-			cfg.RerankURLs = append(cfg.RerankURLs, insts[i].URL)
+		cfg.APIKey = key
+		for i, p := range plans {
+			if p.Role == plan.RoleEmbedding {
+				cfg.EmbedURLs = append(cfg.EmbedURLs, urls[i])
+			} else {
+				cfg.RerankURLs = append(cfg.RerankURLs, urls[i])
+			}
 		}
 	}
 	setMemoryLimit(g.log, cfg)
 	srv, err := proxy.New(cfg, g.log)
 	if err != nil {
-		releaseAll(g.log, insts)
 		stopHTTP()
 		return exitError{code: 2, msg: err.Error()}
 	}
 	defer srv.Close()
-	// The proxy is built once TEI's URLs are known (Docker picks the
-	// ports), so it takes over from the starting handler only now. Until a
-	// pool's replica is ready its routes answer 503, and /ready says why.
+	// Until a pool's replica is ready its routes answer 503, and /ready
+	// says why: the supervisors report each launch's progress and failures.
 	handler.set(srv.Handler())
 
 	// Supervisors outlive SIGTERM until the drain is over: TEI must keep
@@ -339,11 +370,11 @@ func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launchSet) error {
 		stopSupervisors()
 		supervisors.Wait()
 	}()
-	for i, inst := range insts {
-		sup := launch.NewSupervisor(l.launcher, l.plans[i], srv, launch.SuperviseOptions{
+	for i, p := range plans {
+		sup := launch.NewSupervisor(l.launcher, p, urls[i], srv, launch.SuperviseOptions{
 			HealthEvery: c.HealthEvery, Failures: c.HealthFails, RestartMax: c.RestartMax,
 		}, g.log)
-		supervisors.Go(func() { sup.Run(supCtx, inst) })
+		supervisors.Go(func() { sup.Run(supCtx) })
 	}
 
 	select {
@@ -356,10 +387,12 @@ func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launchSet) error {
 	defer cancel()
 	if err := hs.Shutdown(ctx); err != nil {
 		g.log.Warn("drain incomplete", "err", err.Error())
-		_ = hs.Close()
+		if err := hs.Close(); err != nil {
+			g.log.Warn("closing the listener", "err", err.Error())
+		}
 	}
 	err = <-served
-	if len(insts) > 0 {
+	if len(plans) > 0 {
 		g.log.Info("stopping TEI", "keep", c.Keep)
 	}
 	stopSupervisors()
@@ -369,6 +402,77 @@ func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launchSet) error {
 	}
 	g.log.Info("stopped")
 	return nil
+}
+
+// prepare decides TEI's API key and each replica's URL, before anything
+// is launched, so that the proxy can be built with all of them at once.
+// While the launcher cannot answer (the Docker engine is down) it retries,
+// with a delay that doubles up to TEI_RESTART_MAX_BACKOFF, and /ready says
+// why; only an error no retry can fix (launch.ErrSetup) or the end of
+// g.ctx stops it.
+func (c *serveCmd) prepare(g *globals, l launchSet, starting *startingHandler) (plans []plan.Plan, urls []string, key string, err error) {
+	delay, most := time.Second, max(c.RestartMax, time.Second)
+	for {
+		plans, urls, key, err = c.tryPrepare(g, l)
+		if err == nil {
+			starting.setReason("")
+			return plans, urls, key, nil
+		}
+		if errors.Is(err, launch.ErrSetup) {
+			return nil, nil, "", exitError{code: 2, msg: err.Error()}
+		}
+		if g.ctx.Err() != nil {
+			return nil, nil, "", g.ctx.Err()
+		}
+		reason := launch.Summary(err)
+		starting.setReason(fmt.Sprintf("%s; retrying in %s", reason, delay))
+		g.log.Error("preparing TEI's launch failed: retrying", "reason", reason, "err", err.Error(), "in", delay.String())
+		select {
+		case <-g.ctx.Done():
+			return nil, nil, "", g.ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, most)
+	}
+}
+
+// tryPrepare is one attempt of prepare. The key is TEI_API_KEY when set;
+// else the one TEI containers left running share (so that they can be
+// adopted); else a new random one. No log line carries it.
+func (c *serveCmd) tryPrepare(g *globals, l launchSet) (plans []plan.Plan, urls []string, key string, err error) {
+	key = c.TEIAPIKey
+	kp, kept := l.launcher.(keeper)
+	if kept {
+		if err := kp.Prune(g.ctx, l.plans); err != nil {
+			return nil, nil, "", err
+		}
+	}
+	switch {
+	case key != "":
+		g.log.Info("TEI's API key is TEI_API_KEY's")
+	case kept:
+		if key, err = kp.KeptAPIKey(g.ctx, l.plans); err != nil {
+			return nil, nil, "", err
+		}
+		if key != "" {
+			g.log.Info("TEI's API key is the one the TEI containers left running share, so they can be adopted")
+		}
+	}
+	if key == "" {
+		if key, err = launch.NewAPIKey(); err != nil {
+			return nil, nil, "", err
+		}
+		g.log.Info("TEI's API key is a new random one: only the sidecar can call TEI (set TEI_API_KEY to call it yourself)")
+	}
+	for _, p := range l.plans {
+		p = launch.WithAPIKey(p, key)
+		url, err := l.launcher.Address(g.ctx, p)
+		if err != nil {
+			return nil, nil, "", err
+		}
+		plans, urls = append(plans, p), append(urls, url)
+	}
+	return plans, urls, key, nil
 }
 
 // setMemoryLimit sets the Go runtime's soft memory limit from the cache
@@ -384,45 +488,6 @@ func setMemoryLimit(log *slog.Logger, cfg proxy.Config) {
 	}
 }
 
-// launchAll launches every plan at once; when one fails it stops the rest.
-func launchAll(ctx context.Context, l launch.Launcher, plans []plan.Plan) ([]*launch.Instance, error) {
-	if len(plans) == 0 {
-		return nil, nil
-	}
-	insts := make([]*launch.Instance, len(plans))
-	eg, ectx := errgroup.WithContext(ctx)
-	for i, p := range plans {
-		eg.Go(func() error {
-			inst, err := l.Launch(ectx, p)
-			insts[i] = inst
-			return err
-		})
-	}
-	if err := eg.Wait(); err != nil {
-		releaseAll(nil, insts)
-		return nil, err
-	}
-	return insts, nil
-}
-
-// releaseTimeout bounds stopping the instances serve will not supervise.
-const releaseTimeout = 30 * time.Second
-
-// releaseAll lets go of instances serve will not supervise, within
-// releaseTimeout, logging what could not be stopped.
-func releaseAll(log *slog.Logger, insts []*launch.Instance) {
-	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-	defer cancel()
-	for _, in := range insts {
-		if in == nil {
-			continue
-		}
-		if err := in.Release(ctx); err != nil && log != nil {
-			log.Warn("stopping TEI", "id", in.ID, "err", err.Error())
-		}
-	}
-}
-
 // swapHandler serves through a handler that can be replaced while serving:
 // a placeholder while TEI starts, then the proxy.
 type swapHandler struct{ h atomic.Pointer[http.Handler] }
@@ -433,23 +498,34 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	(*s.h.Load()).ServeHTTP(w, r)
 }
 
-// startingHandler answers while TEI starts: /health says the process is
-// alive, everything else is 503 in TEI's error shape.
-type startingHandler struct{}
+// startingHandler answers until the proxy is built (while TEI's URLs are
+// decided): /health says the process is alive, everything else is 503 in
+// TEI's error shape, with the reason when preparing failed.
+type startingHandler struct{ reason atomic.Pointer[string] }
 
-func (startingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// setReason says why TEI is not starting yet; "" for no reason. It must be
+// safe to show anyone (launch.Summary's words).
+func (s *startingHandler) setReason(reason string) { s.reason.Store(&reason) }
+
+func (s *startingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/health" {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	msg := "TEI is starting"
+	if reason := s.reason.Load(); reason != nil && *reason != "" {
+		msg += ": " + *reason
+	}
+	body, _ := json.Marshal(map[string]string{"error": msg, "error_type": "Unhealthy"})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Retry-After", "5")
 	w.WriteHeader(http.StatusServiceUnavailable)
-	_, _ = io.WriteString(w, `{"error":"TEI is starting","error_type":"Unhealthy"}`)
+	_, _ = w.Write(body)
 }
 
-// printLaunch is --dry-run's report of what would be launched.
-func (c *serveCmd) printLaunch(ctx context.Context, w io.Writer, res plan.Result, mode launch.Mode, why string, l describer) error {
+// printLaunch is --dry-run's report of what would be launched: every
+// replica, with its API key passed to TEI (redacted, as every secret).
+func (c *serveCmd) printLaunch(ctx context.Context, w io.Writer, res plan.Result, mode launch.Mode, why string, l launcher) error {
 	out := &errWriter{w: w}
 	out.printf("tei-sidecar serve --dry-run: nothing was started.\n\n")
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -459,14 +535,21 @@ func (c *serveCmd) printLaunch(ctx context.Context, w io.Writer, res plan.Result
 	row("launch", fmt.Sprintf("%s: %s", mode, why))
 	row("listen", c.Listen)
 	row("proxy", fmt.Sprintf("cache %d entries, rerank %t (k=%d, final_n=%d)", res.Plugin.CacheSize, res.Plugin.RerankEnable, res.Plugin.RerankK, res.Plugin.RerankFinalN))
+	row("replicas", fmt.Sprintf("%d embedding, %d rerank", len(res.Replicas(plan.RoleEmbedding)), len(res.Replicas(plan.RoleRerank))))
+	if c.TEIAPIKey != "" {
+		row("TEI API key", "TEI_API_KEY (passed to TEI as API_KEY)")
+	} else {
+		row("TEI API key", "a random one made at start, or the one kept containers share (passed to TEI as API_KEY)")
+	}
 	if mode == launch.ModeDocker {
 		row("keep containers", fmt.Sprint(c.Keep))
 		row("CPU fallback", fmt.Sprint(c.FallbackCPU))
 	}
 	_ = tw.Flush()
 	for _, p := range res.Plans {
-		d := l.Describe(ctx, p)
-		out.printf("\n%s model %s on %s (plan %s)\n", p.Role, p.Model, p.Device, p.Hash()[:12])
+		out.printf("\n%s: %s model %s on %s (plan %s)\n", p.Name(), p.Role, p.Model, p.Device, p.Hash()[:12])
+		// Any key will do: its value is redacted.
+		d := l.Describe(ctx, launch.WithAPIKey(p, cmp.Or(c.TEIAPIKey, "dry-run")))
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		row := func(k, v string) { fmt.Fprintf(tw, "  %s\t%s\n", k, v) }
 		if d.Kind == "docker" {

@@ -141,15 +141,29 @@ func TestServeDryRun(t *testing.T) {
 		{
 			name: "docker on a GPU machine",
 			env: map[string]string{"PATH": l4 + string(os.PathListSeparator) + os.Getenv("PATH"),
-				"HF_TOKEN": "hf_very_secret", "EMBEDDING_MODEL": "BAAI/bge-small-en-v1.5", "TEI_PROJECT": "dry"},
+				"HF_TOKEN": "hf_very_secret", "EMBEDDING_MODEL": "BAAI/bge-small-en-v1.5", "TEI_PROJECT": "dry",
+				"TEI_API_KEY": "tei_very_secret"},
 			args: []string{"--launch", "docker", "--fallback-cpu"},
 			has: []string{
 				"launch           docker: asked for", "container     dry-embed", "container     dry-rerank",
-				"image         " + plan.Registry + ":89-1.9.3", "gpus          0", "HF_TOKEN=[redacted]",
-				"--model-id BAAI/bge-small-en-v1.5", "--hostname 0.0.0.0", "--huggingface-hub-cache /data",
+				"image         " + plan.Registry + ":89-1.9.3", "gpus          0", "HF_TOKEN=[redacted]", "API_KEY=[redacted]",
+				"TEI API key      TEI_API_KEY", "--model-id BAAI/bge-small-en-v1.5", "--hostname 0.0.0.0", "--huggingface-hub-cache /data",
 				"volume tei-sidecar-models at /data", "tei-sidecar.plan-hash=", "tei-sidecar.role=rerank", "CPU fallback     true",
 			},
-			hasNot: []string{"hf_very_secret"},
+			hasNot: []string{"hf_very_secret", "tei_very_secret"},
+		},
+		{
+			name: "docker, three embedding replicas on the CPU",
+			env: map[string]string{"EMBEDDING_DEVICE": "cpu", "EMBEDDING_REPLICAS": "3", "RERANK_ENABLE": "false",
+				"EMBEDDING_MODEL": "BAAI/bge-small-en-v1.5", "TEI_PROJECT": "dry"},
+			args: []string{"--launch", "docker"},
+			has: []string{
+				"replicas         3 embedding, 0 rerank", "TEI API key      a random one",
+				"embed: embedding model", "embed-1: embedding model", "embed-2: embedding model",
+				"container     dry-embed\n", "container     dry-embed-1\n", "container     dry-embed-2\n",
+				"tei-sidecar.replica=2", "API_KEY=[redacted]",
+			},
+			hasNot: []string{"dry-rerank", "dry-embed-3"},
 		},
 		{
 			name: "process with a model cache directory",
@@ -157,7 +171,7 @@ func TestServeDryRun(t *testing.T) {
 				"TEI_MODEL_CACHE": "/srv/models", "RERANK_ENABLE": "false", "EMBEDDING_DEVICE": "cpu"},
 			args: []string{"--launch", "process"},
 			has: []string{"binary        " + fakeRouter, "--hostname 127.0.0.1", "--port <free port>",
-				"--huggingface-hub-cache /srv/models", "HF_TOKEN=[redacted]", "127.0.0.1:<a free port"},
+				"--huggingface-hub-cache /srv/models", "HF_TOKEN=[redacted]", "API_KEY=[redacted]", "127.0.0.1:<a free port"},
 			hasNot: []string{"hf_very_secret", "HOSTNAME=", "PORT=", "--huggingface-hub-cache /data", "rerank model"},
 		},
 		{
@@ -174,7 +188,7 @@ func TestServeDryRun(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, k := range []string{"TEI_EMBED_URL", "TEI_RERANK_URL", "TEI_LAUNCH", "TEI_MODEL_CACHE", "TEI_BINARY"} {
+			for _, k := range []string{"TEI_EMBED_URL", "TEI_RERANK_URL", "TEI_LAUNCH", "TEI_MODEL_CACHE", "TEI_BINARY", "TEI_API_KEY"} {
 				t.Setenv(k, "") // restored after the test
 				os.Unsetenv(k)
 			}

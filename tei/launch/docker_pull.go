@@ -18,8 +18,9 @@ import (
 // pullLogEvery is how often pull progress is logged off a terminal.
 const pullLogEvery = 5 * time.Second
 
-// ensureImage uses ref as it is when present, and pulls it otherwise.
-func (d *Docker) ensureImage(ctx context.Context, ref string) error {
+// ensureImage uses ref as it is when present, and pulls it otherwise; a
+// failed pull is a *PullError.
+func (d *Docker) ensureImage(ctx context.Context, ref string, progress Progress) error {
 	_, err := d.api.ImageInspect(ctx, ref)
 	if err == nil {
 		return nil
@@ -28,10 +29,10 @@ func (d *Docker) ensureImage(ctx context.Context, ref string) error {
 		return fmt.Errorf("inspecting image %s: %w", ref, err)
 	}
 	d.log.Info("pulling TEI image", "image", ref)
+	progress.report("pulling " + ref)
 	begun := time.Now()
 	if err := d.pull(ctx, ref); err != nil {
-		return fmt.Errorf("pull %s failed: %w; on a machine without registry access, `docker load` the image first "+
-			"(`docker save %s` on a machine that can pull it)", ref, err, ref)
+		return &PullError{Image: ref, Err: err}
 	}
 	d.log.Info("pulled TEI image", "image", ref, "took", time.Since(begun).Round(time.Second).String())
 	return nil

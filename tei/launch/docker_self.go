@@ -23,18 +23,31 @@ type attachment struct {
 	network string
 }
 
-// attachment finds, once, how this sidecar reaches TEI.
+// ErrSetup marks an error no retry can fix: the sidecar's own set-up
+// keeps it from launching TEI, and must change.
+var ErrSetup = errors.New("TEI cannot be launched from here")
+
+// attachment finds how this sidecar reaches TEI. The answer is kept once
+// found; a failure (the engine not answering) is not, so a later call
+// tries again.
 func (d *Docker) attachment(ctx context.Context) (attachment, error) {
-	d.attachOnce.Do(func() {
-		if !d.opts.InContainer {
-			return
-		}
-		d.attach, d.attachErr = d.findNetwork(ctx, true)
-		if d.attachErr == nil && d.attach.network != "" {
-			d.log.Info("the sidecar runs in a container: TEI joins its network", "network", d.attach.network)
-		}
-	})
-	return d.attach, d.attachErr
+	if !d.opts.InContainer {
+		return attachment{}, nil
+	}
+	d.attachMu.Lock()
+	defer d.attachMu.Unlock()
+	if d.attach != nil {
+		return *d.attach, nil
+	}
+	att, err := d.findNetwork(ctx, true)
+	if err != nil {
+		return attachment{}, fmt.Errorf("finding the sidecar's Docker network: %w", err)
+	}
+	if att.network != "" {
+		d.log.Info("the sidecar runs in a container: TEI joins its network", "network", att.network)
+	}
+	d.attach = &att
+	return att, nil
 }
 
 // findNetwork looks up the sidecar's own container and the network TEI
@@ -51,6 +64,10 @@ func (d *Docker) findNetwork(ctx context.Context, join bool) (attachment, error)
 		if err == nil {
 			self = &res.Container
 			break
+		}
+		if !cerrdefs.IsNotFound(err) && !cerrdefs.IsInvalidArgument(err) {
+			// Not an answer about this container: the engine failed.
+			return attachment{}, fmt.Errorf("looking up the sidecar's own container: %w", err)
 		}
 	}
 	if self == nil {
@@ -120,9 +137,9 @@ func networkFor(self container.InspectResponse) (network string, ok bool, err er
 	case mode == "host":
 		return "", false, nil
 	case mode == "none":
-		return "", false, errors.New("the sidecar's container has no network (--network none): it cannot reach TEI")
+		return "", false, fmt.Errorf("%w: the sidecar's container has no network (--network none): it cannot reach TEI", ErrSetup)
 	case strings.HasPrefix(mode, "container:"):
-		return "", false, fmt.Errorf("the sidecar's container shares another container's network (%s): run it on a user-defined network so TEI can join it", mode)
+		return "", false, fmt.Errorf("%w: the sidecar's container shares another container's network (%s): run it on a user-defined network so TEI can join it", ErrSetup, mode)
 	}
 	var nets []string
 	if self.NetworkSettings != nil {

@@ -4,7 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,7 +92,7 @@ func TestDockerGPUWithoutNVIDIARuntime(t *testing.T) {
 	dockertest.BuildSimImage(t, p.Image)
 
 	d := dockerLauncher(t, DockerOptions{})
-	_, err = d.Launch(t.Context(), p)
+	_, err = d.Launch(t.Context(), p, nil)
 	var le *LaunchError
 	if !errors.As(err, &le) || le.Diagnosis.Cause != CauseNoGPURuntime {
 		t.Fatalf("error %v, want the NVIDIA runtime diagnosis", err)
@@ -102,7 +108,7 @@ func TestDockerGPUWithoutNVIDIARuntime(t *testing.T) {
 
 	// Keep, so this "sidecar" can hand its container over to the next.
 	fb := dockerLauncher(t, DockerOptions{Keep: true, CPUFallback: CPUFallback(hw, s)})
-	inst, err := fb.Launch(t.Context(), p)
+	inst, err := fb.Launch(t.Context(), p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +129,7 @@ func TestDockerGPUWithoutNVIDIARuntime(t *testing.T) {
 
 	// A restarted sidecar with the same plan adopts it.
 	again := dockerLauncher(t, DockerOptions{Project: fb.opts.Project, CPUFallback: CPUFallback(hw, s)})
-	adopted, err := again.Launch(t.Context(), p)
+	adopted, err := again.Launch(t.Context(), p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +152,7 @@ func TestDockerLaunchReplaceAndFail(t *testing.T) {
 	dockertest.BuildSimImage(t, cpuImage)
 	p := cpuPlan(t, "BAAI/bge-small-en-v1.5")
 	d := dockerLauncher(t, DockerOptions{Keep: true})
-	inst, err := d.Launch(t.Context(), p)
+	inst, err := d.Launch(t.Context(), p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +186,7 @@ func TestDockerLaunchReplaceAndFail(t *testing.T) {
 	changed.MaxClientBatchSize = 8
 	changed.Args = setArg(p.Args, "--max-client-batch-size", "8")
 	next := dockerLauncher(t, DockerOptions{Project: d.opts.Project})
-	inst2, err := next.Launch(t.Context(), changed)
+	inst2, err := next.Launch(t.Context(), changed, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +206,7 @@ func TestDockerLaunchReplaceAndFail(t *testing.T) {
 		bad.Env = map[string]string{"SIM_FAIL_COMPUTE_CAP": "75:89"}
 		bad.Image = plan.Registry + ":89-1.9.3"
 		dockertest.BuildSimImage(t, bad.Image)
-		_, err := next.Launch(t.Context(), bad)
+		_, err := next.Launch(t.Context(), bad, nil)
 		var le *LaunchError
 		if !errors.As(err, &le) || le.Diagnosis.Cause != CauseComputeCap {
 			t.Fatalf("error %v, want the compute capability diagnosis", err)
@@ -219,9 +225,205 @@ func TestDockerLaunchReplaceAndFail(t *testing.T) {
 	t.Run("image not pullable", func(t *testing.T) {
 		absent := p
 		absent.Image = "localhost:1/tei-sidecar-absent:cpu-1.9.3"
-		_, err := next.Launch(t.Context(), absent)
+		_, err := next.Launch(t.Context(), absent, nil)
 		if err == nil || !strings.Contains(err.Error(), "pull "+absent.Image+" failed") || !strings.Contains(err.Error(), "`docker load` the image first") {
 			t.Errorf("error %v, want one naming the image to load", err)
 		}
 	})
+}
+
+// directCall posts an embed straight to TEI, with key as its bearer token
+// ("" for none), and returns the status.
+func directCall(t *testing.T, base, key string) int {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, base+"/embed", strings.NewReader(`{"inputs":"direct"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestDockerReplicas launches two replicas of one model: each is a
+// container of its own, named and labelled by its replica, reachable at the
+// URL Address gave before it started, and guarded by the launch's API key;
+// Prune removes the replica no longer planned.
+func TestDockerReplicas(t *testing.T) {
+	dockertest.BuildSimImage(t, cpuImage)
+	d := dockerLauncher(t, DockerOptions{})
+	key, err := NewAPIKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plans []plan.Plan
+	var urls []string
+	for i := range 2 {
+		p := cpuPlan(t, "BAAI/bge-small-en-v1.5")
+		p.Replica = i
+		p = WithAPIKey(p, key)
+		url, err := d.Address(t.Context(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plans, urls = append(plans, p), append(urls, url)
+	}
+	if urls[0] == urls[1] || !strings.HasPrefix(urls[0], "http://127.0.0.1:") {
+		t.Fatalf("addresses %q: want two loopback URLs", urls)
+	}
+	var insts []*Instance
+	for i, p := range plans {
+		var progress []string
+		inst, err := d.Launch(t.Context(), p, func(s string) { progress = append(progress, s) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer inst.Stop(context.WithoutCancel(t.Context()))
+		insts = append(insts, inst)
+		if inst.URL != urls[i] {
+			t.Errorf("%s runs at %s; Address said %s", p.Name(), inst.URL, urls[i])
+		}
+		if !slices.Contains(progress, "starting TEI's container") {
+			t.Errorf("%s: progress %q", p.Name(), progress)
+		}
+		res, err := d.api.ContainerInspect(t.Context(), inst.ID, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := res.Container
+		if want := "/" + d.opts.Project + "-" + p.Name(); c.Name != want || c.Config.Labels[LabelReplica] != strconv.Itoa(i) {
+			t.Errorf("container %s labels %v, want %s and replica %d", c.Name, c.Config.Labels, want, i)
+		}
+		if got := envValue(c.Config.Env, APIKeyEnv); got != key {
+			t.Errorf("%s runs without the launch's API key", p.Name())
+		}
+		if st := directCall(t, inst.URL, ""); st != http.StatusUnauthorized {
+			t.Errorf("%s answered %d to a call without the key, want 401", p.Name(), st)
+		}
+		if st := directCall(t, inst.URL, key); st != http.StatusOK {
+			t.Errorf("%s answered %d to a call with the key", p.Name(), st)
+		}
+	}
+
+	if err := d.Prune(t.Context(), plans[:1]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-insts[1].Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the pruned replica's instance did not end")
+	}
+	left := projectContainers(t, d, d.opts.Project)
+	if len(left) != 1 || left[0].Labels[LabelReplica] != "0" {
+		t.Errorf("after pruning embed-1: %d containers %v", len(left), left)
+	}
+}
+
+// TestDockerAdoptsByAPIKey: a restarted sidecar reuses the key the kept
+// containers share and adopts them; one given another key (TEI_API_KEY)
+// replaces them, since the proxy would get 401 from them.
+func TestDockerAdoptsByAPIKey(t *testing.T) {
+	dockertest.BuildSimImage(t, cpuImage)
+	p := cpuPlan(t, "BAAI/bge-small-en-v1.5")
+	first := dockerLauncher(t, DockerOptions{Keep: true})
+	inst, err := first.Launch(t.Context(), WithAPIKey(p, "key-one"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = inst.Release(context.WithoutCancel(t.Context())) // kept: left for the next sidecar
+
+	again := dockerLauncher(t, DockerOptions{Project: first.opts.Project, Keep: true})
+	key, err := again.KeptAPIKey(t.Context(), []plan.Plan{p})
+	if err != nil || key != "key-one" {
+		t.Fatalf("kept key %q, %v; want key-one", key, err)
+	}
+	url, err := again.Address(t.Context(), WithAPIKey(p, key))
+	if err != nil || url != inst.URL {
+		t.Fatalf("Address = %s, %v; want the kept container's %s", url, err, inst.URL)
+	}
+	adopted, err := again.Launch(t.Context(), WithAPIKey(p, key), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !adopted.Adopted || adopted.ID != inst.ID {
+		t.Errorf("adopted=%t id %s, want %s adopted", adopted.Adopted, adopted.ID, inst.ID)
+	}
+	_ = adopted.Release(context.WithoutCancel(t.Context()))
+
+	other := dockerLauncher(t, DockerOptions{Project: first.opts.Project})
+	url, err = other.Address(t.Context(), WithAPIKey(p, "key-two"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	replaced, err := other.Launch(t.Context(), WithAPIKey(p, "key-two"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replaced.Stop(context.WithoutCancel(t.Context()))
+	if replaced.Adopted || replaced.ID == inst.ID || replaced.URL != url {
+		t.Errorf("adopted=%t id %s url %s: want a new container at %s", replaced.Adopted, replaced.ID, replaced.URL, url)
+	}
+	if st := directCall(t, replaced.URL, "key-one"); st != http.StatusUnauthorized {
+		t.Errorf("the old key got %d, want 401", st)
+	}
+	if st := directCall(t, replaced.URL, "key-two"); st != http.StatusOK {
+		t.Errorf("the new key got %d", st)
+	}
+	if left := projectContainers(t, other, first.opts.Project); len(left) != 1 {
+		t.Errorf("%d containers, want the replacement only", len(left))
+	}
+}
+
+// TestDockerAttachmentRetries is a regression test: a failed look-up of the
+// sidecar's own container (the engine answering 500) was cached forever in
+// a sync.Once, and an engine error was taken for "not one of this engine's
+// containers". Now the cause is kept and a later call asks again.
+func TestAttachmentRetries(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inspects atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("API-Version", "1.41")
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/_ping"):
+			_, _ = w.Write([]byte("OK"))
+		case strings.Contains(r.URL.Path, "/containers/") && inspects.Add(1) == 1:
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write([]byte(`{"message":"the engine is restarting"}`))
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"message":"No such container"}`))
+		}
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	t.Setenv("DOCKER_HOST", "unix://"+sock)
+	d, err := NewDocker(DockerOptions{InContainer: true}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+
+	_, err = d.attachment(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "the engine is restarting") {
+		t.Fatalf("first look-up: %v, want the engine's error", err)
+	}
+	att, err := d.attachment(t.Context())
+	if err != nil || att.network != "" {
+		t.Errorf("second look-up: %+v, %v; want it asked again (not this engine's container: loopback)", att, err)
+	}
+	if n := inspects.Load(); n < 2 {
+		t.Errorf("%d look-ups, want the second call to ask again", n)
+	}
 }

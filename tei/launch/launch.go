@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -21,20 +20,22 @@ import (
 	"github.com/tei-sidecar/tei-sidecar/tei"
 )
 
-// Launcher starts TEI for one plan.
+// Launcher starts TEI for one plan: one replica.
 //
 // Launch returns once TEI is ready: /health answers 200 and /info matches
 // the plan's model id, dtype, max_batch_tokens and max_client_batch_size.
 // On the way it may adapt the plan (half the batch tokens after an
 // out-of-memory warm-up, the CPU image where Docker cannot hand out GPUs);
 // Instance.Plan is what runs. ctx bounds the start only: the Instance lives
-// until TEI exits or is stopped. Launching a role again (a restart) keeps
-// the URL it had, so a proxy built with it stays valid. A failed start
-// returns a *LaunchError with TEI's last log lines and a diagnosis, and
-// leaves nothing running. Launch is safe for concurrent use with different
-// roles; it may take minutes (image pull, model download).
+// until TEI exits or is stopped. Launching a replica again (a restart)
+// keeps the URL it had, so a proxy built with it stays valid. progress
+// hears what the start is doing (may be nil). A failed start returns an
+// error for Summary (a *LaunchError with TEI's last log lines and a
+// diagnosis, or a *PullError) and leaves nothing running. Launch is safe
+// for concurrent use with different replicas; it may take minutes (image
+// pull, model download).
 type Launcher interface {
-	Launch(ctx context.Context, p plan.Plan) (*Instance, error)
+	Launch(ctx context.Context, p plan.Plan, progress Progress) (*Instance, error)
 }
 
 // Instance is one TEI server a Launcher started or adopted.
@@ -109,6 +110,9 @@ type ExitError struct {
 	Status int
 	// Logs are TEI's last log lines.
 	Logs []string
+	// Phase is the start-up phase TEI had reached (PhaseReady once it
+	// served).
+	Phase Phase
 }
 
 func (e *ExitError) Error() string {
@@ -158,8 +162,8 @@ func launchError(p plan.Plan, what string, err error, logs []string) *LaunchErro
 		Diagnosis: Diagnose(append(slices.Clone(logs), err.Error()), p)}
 }
 
-// ShortName is the name a role goes by in logs, labels and the proxy:
-// "embed" or "rerank".
+// ShortName is the name a role goes by in logs, labels and the proxy's
+// pools: "embed" or "rerank". A replica's own name is plan.Plan.Name.
 func ShortName(r plan.Role) string {
 	if r == plan.RoleEmbedding {
 		return "embed"
@@ -179,7 +183,7 @@ var errExited = errors.New("TEI exited before it was ready")
 // waitReady polls url until TEI answers /health with 200 and /info, then
 // checks /info against p. It gives up when exited is closed or ctx ends.
 func waitReady(ctx context.Context, url string, p plan.Plan, exited <-chan struct{}) error {
-	c, done, err := probeClient(url)
+	c, done, err := probeClient(url, apiKey(p))
 	if err != nil {
 		return err
 	}
@@ -196,17 +200,25 @@ func waitReady(ctx context.Context, url string, p plan.Plan, exited <-chan struc
 		case <-exited:
 			return errExited
 		case <-ctx.Done():
-			return fmt.Errorf("TEI was not ready in time: %w", ctx.Err())
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return errNotReady
+			}
+			return fmt.Errorf("TEI was not ready: %w", ctx.Err())
 		case <-t.C:
 		}
 	}
 }
 
-// probeClient is a client for checking TEI with connections of its own,
-// which done closes, so no keep-alive goroutine outlives the checks.
-func probeClient(url string) (c *tei.Client, done func(), err error) {
+// probeClient is a client for checking TEI, with its API key (TEI wants
+// it on /health too), and connections of its own, which done closes, so no
+// keep-alive goroutine outlives the checks.
+func probeClient(url, key string) (c *tei.Client, done func(), err error) {
 	tr := tei.NewTransport()
-	c, err = tei.NewClient(url, tei.WithHTTPClient(&http.Client{Transport: tr}))
+	opts := []tei.Option{tei.WithHTTPClient(&http.Client{Transport: tr})}
+	if key != "" {
+		opts = append(opts, tei.WithAPIKey(key))
+	}
+	c, err = tei.NewClient(url, opts...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -326,8 +338,8 @@ type adjustment struct {
 // plan to what failed, and remembers the adaptations per plan hash.
 type adjuster struct {
 	log *slog.Logger
-	// fallback re-plans a role for the CPU; nil forbids the fallback.
-	fallback func(plan.Role) (plan.Plan, error)
+	// fallback re-plans a replica for the CPU; nil forbids the fallback.
+	fallback func(plan.Plan) (plan.Plan, error)
 
 	mu   sync.Mutex
 	memo map[string]adjustment
@@ -348,17 +360,22 @@ func (a *adjuster) remember(hash string, adj adjustment) {
 	a.memo[hash] = adj
 }
 
+// errNoFallback is a container that runs the CPU fallback, met by a
+// sidecar that does not allow it.
+var errNoFallback = errors.New("the CPU fallback is not enabled (TEI_FALLBACK_CPU)")
+
 // apply returns the plan adj makes of p.
 func (a *adjuster) apply(p plan.Plan, adj adjustment) (plan.Plan, error) {
 	if adj.cpu {
 		if a.fallback == nil {
-			return plan.Plan{}, errors.New("the CPU fallback is not enabled (TEI_FALLBACK_CPU)")
+			return plan.Plan{}, errNoFallback
 		}
-		cpu, err := a.fallback(p.Role)
+		cpu, err := a.fallback(p)
 		if err != nil {
-			return plan.Plan{}, fmt.Errorf("re-planning %s for the CPU: %w", p.Role, err)
+			return plan.Plan{}, fmt.Errorf("re-planning %s for the CPU: %w", p.Name(), err)
 		}
-		p = cpu
+		// The launch's own secrets (the API key) are not the planner's.
+		p = withSecrets(cpu, p)
 	}
 	if adj.maxBatchTokens > 0 {
 		p = withBatchTokens(p, adj.maxBatchTokens)
@@ -373,7 +390,7 @@ type startFunc func(ctx context.Context, hash string, eff plan.Plan, adj adjustm
 // run starts p, stepping --max-batch-tokens down after out-of-memory
 // warm-ups and falling back to the CPU plan when GPUs cannot be handed out.
 func (a *adjuster) run(ctx context.Context, p plan.Plan, start startFunc) (*Instance, error) {
-	hash := p.Hash()
+	hash := planHash(p)
 	adj := a.remembered(hash)
 	for {
 		eff, err := a.apply(p, adj)
@@ -389,7 +406,7 @@ func (a *adjuster) run(ctx context.Context, p plan.Plan, start startFunc) (*Inst
 		if !errors.As(err, &le) || ctx.Err() != nil {
 			return nil, err
 		}
-		name := ShortName(p.Role)
+		name := p.Name()
 		switch le.Diagnosis.Cause {
 		case CauseOutOfMemory:
 			next, ok := stepDown(eff)
@@ -412,35 +429,37 @@ func (a *adjuster) run(ctx context.Context, p plan.Plan, start startFunc) (*Inst
 	}
 }
 
-// CPUFallback returns a function that re-plans a role for the CPU: the
+// CPUFallback returns a function that re-plans a replica for the CPU: the
 // hardware without its GPUs, every device forced to the CPU, GPU images
-// unpinned. Launchers call it when Docker cannot hand TEI a GPU and
+// unpinned, and as many replicas of each model as the GPU plan has, so that
+// the replica asked for exists and each is sized for its share of the
+// host. Launchers call it when Docker cannot hand TEI a GPU and
 // TEI_FALLBACK_CPU=true allows running on the CPU instead.
-func CPUFallback(hw hwdetect.Hardware, s plan.Settings) func(plan.Role) (plan.Plan, error) {
-	return func(role plan.Role) (plan.Plan, error) {
+func CPUFallback(hw hwdetect.Hardware, s plan.Settings) func(plan.Plan) (plan.Plan, error) {
+	return func(p plan.Plan) (plan.Plan, error) {
+		s := s
+		if gpu, err := plan.Make(hw, s); err == nil {
+			s.EmbeddingReplicas = max(s.EmbeddingReplicas, len(gpu.Replicas(plan.RoleEmbedding)))
+			s.RerankReplicas = max(s.RerankReplicas, len(gpu.Replicas(plan.RoleRerank)))
+		}
+		if p.Role == plan.RoleRerank {
+			s.RerankReplicas = max(s.RerankReplicas, p.Replica+1)
+		} else {
+			s.EmbeddingReplicas = max(s.EmbeddingReplicas, p.Replica+1)
+		}
 		hw := hw
 		hw.GPUs = nil
-		s := s
 		s.Device, s.RerankDevice, s.ComputeCap = "cpu", "cpu", ""
 		s.Image, s.RerankImage = "", ""
+		s.ReplicasPerGPU = 0
 		res, err := plan.Make(hw, s)
 		if err != nil {
 			return plan.Plan{}, err
 		}
-		p, ok := res.Plan(role)
-		if !ok {
-			return plan.Plan{}, fmt.Errorf("the CPU plan has no %s model", role)
+		reps := res.Replicas(p.Role)
+		if p.Replica >= len(reps) {
+			return plan.Plan{}, fmt.Errorf("the CPU plan has no %s", p.Name())
 		}
-		return p, nil
+		return reps[p.Replica], nil
 	}
-}
-
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

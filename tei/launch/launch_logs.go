@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tei-sidecar/tei-sidecar/plan"
 )
 
 // Phase is a step of TEI's start-up, as its log reports it.
@@ -98,22 +100,28 @@ func levelOf(s string) slog.Level {
 // tailLines is how many of TEI's last log lines an error report carries.
 const tailLines = 20
 
-// startLog follows one TEI's log: it keeps the last lines for error
-// reports, reports start-up phases with the time since start, and copies
-// every line into the sidecar's log.
+// startLog follows one TEI's log, for its whole life: it keeps the last
+// lines for error reports, reports start-up phases with the time since
+// start (to the log and to progress), warns when TEI falls back to the CPU
+// (which it does without failing), and copies every line into the
+// sidecar's log.
 type startLog struct {
 	log *slog.Logger
 	// quiet logs TEI's lines at debug level (Docker keeps them anyway).
 	quiet bool
 	start time.Time
+	// plan is what TEI was started for, to diagnose a fallback to the CPU.
+	plan     plan.Plan
+	progress Progress
 
-	mu    sync.Mutex
-	lines []string
-	phase Phase
+	mu       sync.Mutex
+	lines    []string
+	phase    Phase
+	fellBack bool
 }
 
-func newStartLog(log *slog.Logger, quiet bool) *startLog {
-	return &startLog{log: log, quiet: quiet, start: time.Now(), phase: PhaseStarting}
+func newStartLog(log *slog.Logger, quiet bool, p plan.Plan, progress Progress) *startLog {
+	return &startLog{log: log, quiet: quiet, start: time.Now(), phase: PhaseStarting, plan: p, progress: progress}
 }
 
 // line takes one raw line.
@@ -137,7 +145,23 @@ func (s *startLog) line(raw string) {
 	if ph, ok := phaseOf(l.Message); ok && ph != s.phase && s.phase != PhaseReady {
 		s.phase = ph
 		s.log.Info("TEI start-up", "phase", string(ph), "elapsed", time.Since(s.start).Round(100*time.Millisecond).String())
+		if status, ok := phaseStatus[ph]; ok {
+			s.progress.report(status)
+		}
 	}
+	if !s.fellBack && cpuFallbackRe.MatchString(l.Text) {
+		if d := Diagnose(s.lines, s.plan); d.Cause == CauseCPUFallback {
+			s.fellBack = true
+			s.log.Warn("TEI fell back to the CPU: it serves, far slower than planned", "diagnosis", d.Advice)
+		}
+	}
+}
+
+// currentPhase is the start-up phase TEI has reached.
+func (s *startLog) currentPhase() Phase {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.phase
 }
 
 // tail returns the last lines, oldest first.

@@ -149,10 +149,12 @@ func TestParseLogLine(t *testing.T) {
 }
 
 // TestStartLogPhases feeds TEI's start-up lines and wants each phase
-// reported once, in order, and only the last lines kept.
+// reported once, in order, to the log and to progress, and only the last
+// lines kept.
 func TestStartLogPhases(t *testing.T) {
 	log, out := capture()
-	sl := newStartLog(log, false)
+	var progress []string
+	sl := newStartLog(log, false, plan.Plan{}, func(s string) { progress = append(progress, s) })
 	for _, l := range []string{
 		"Starting download", "Downloading `config.json`", "Downloading `model.safetensors`", "Model artifacts downloaded in 2s",
 		"Starting 3 tokenization workers", "Starting model backend", "Warming up model", "Starting HTTP server: 0.0.0.0:80", "Ready",
@@ -172,12 +174,49 @@ func TestStartLogPhases(t *testing.T) {
 	if !strings.Contains(out.String(), "elapsed=") {
 		t.Errorf("phases carry no elapsed time:\n%s", out)
 	}
+	if want := []string{"downloading the model", "loading the model", "warming up the model"}; !slices.Equal(progress, want) {
+		t.Errorf("progress %q, want %q", progress, want)
+	}
+	if sl.currentPhase() != PhaseReady {
+		t.Errorf("phase %q after Ready", sl.currentPhase())
+	}
 	for i := range 30 {
 		sl.line(fmt.Sprintf("line %d", i))
 	}
 	tail := sl.tail()
 	if len(tail) != tailLines || tail[0] != "line 10" || tail[tailLines-1] != "line 29" {
 		t.Errorf("tail = %q", tail)
+	}
+}
+
+// TestStartLogWarnsOfCPUFallback: a CUDA image that finds no GPU goes on
+// on the CPU without failing, so only its log tells; the warning carries
+// the diagnosis, once.
+func TestStartLogWarnsOfCPUFallback(t *testing.T) {
+	log, out := capture()
+	p := plan.Plan{Image: plan.Registry + ":89-1.9.3", GPUIDs: []int{2}}
+	sl := newStartLog(log, true, p, nil)
+	for _, l := range []string{
+		`{"level":"WARN","fields":{"message":"Could not find a compatible CUDA device on host: CUDA_ERROR_NO_DEVICE"}}`,
+		`{"level":"WARN","fields":{"message":"Using CPU instead"}}`,
+		`{"level":"INFO","fields":{"message":"Ready"}}`,
+		`{"level":"WARN","fields":{"message":"Using CPU instead"}}`,
+	} {
+		sl.line(l)
+	}
+	if n := strings.Count(out.String(), "TEI fell back to the CPU"); n != 1 {
+		t.Errorf("%d fallback warnings, want 1:\n%s", n, out)
+	}
+	for _, want := range []string{"CUDA_ERROR_NO_DEVICE", "device=2", "EMBEDDING_DEVICE=cpu"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("warning lacks %q:\n%s", want, out)
+		}
+	}
+	quiet, qout := capture()
+	cpu := newStartLog(quiet, true, plan.Plan{Image: plan.Registry + ":cpu-1.9.3"}, nil)
+	cpu.line(`{"level":"INFO","fields":{"message":"Starting model backend"}}`)
+	if strings.Contains(qout.String(), "fell back") {
+		t.Errorf("a warning without a fallback:\n%s", qout)
 	}
 }
 
@@ -364,26 +403,40 @@ func TestChooseMode(t *testing.T) {
 	}
 }
 
-// TestCPUFallback re-plans a GPU machine's roles for the CPU image.
+// TestCPUFallback re-plans each replica of a GPU machine for the CPU
+// image: the matching replica, with the launch's API key kept.
 func TestCPUFallback(t *testing.T) {
-	hw := hwdetect.Hardware{OS: "linux", Arch: "amd64", GPUs: []hwdetect.GPU{{
+	l4 := hwdetect.GPU{
 		Name:       hwdetect.Fact[string]{Value: "NVIDIA L4", Source: hwdetect.SourceNvidiaSMI},
 		ComputeCap: hwdetect.Fact[string]{Value: "8.9", Source: hwdetect.SourceNvidiaSMI},
 		MemoryMiB:  hwdetect.Fact[int64]{Value: 23034, Source: hwdetect.SourceNvidiaSMI},
-	}}}
+	}
+	gpus := []hwdetect.GPU{l4, l4, l4}
+	for i := range gpus {
+		gpus[i].Index = i
+	}
+	hw := hwdetect.Hardware{OS: "linux", Arch: "amd64", GPUs: gpus,
+		CPU:    hwdetect.CPU{UsableCores: hwdetect.Fact[int]{Value: 8, Source: hwdetect.SourceGHW}},
+		Memory: hwdetect.Memory{PhysicalBytes: hwdetect.Fact[int64]{Value: 32 << 30, Source: hwdetect.SourceGHW}}}
 	s := plan.Settings{EmbeddingModel: "BAAI/bge-small-en-v1.5", Image: plan.Registry + ":89-1.9.3"}
 	res, err := plan.Make(hw, s)
-	if err != nil || len(res.Plans[0].GPUIDs) == 0 {
+	if err != nil || len(res.Replicas(plan.RoleEmbedding)) != 2 || len(res.Replicas(plan.RoleRerank)) != 1 {
 		t.Fatalf("GPU plan: %v %+v", err, res.Plans)
 	}
-	for _, role := range []plan.Role{plan.RoleEmbedding, plan.RoleRerank} {
-		p, err := CPUFallback(hw, s)(role)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p.Role != role || len(p.GPUIDs) != 0 || p.Image != plan.Registry+":cpu-1.9.3" || p.DType != "float32" {
-			t.Errorf("%s fallback: image %s, gpus %v, dtype %s", role, p.Image, p.GPUIDs, p.DType)
-		}
+	a := adjuster{log: discard, fallback: CPUFallback(hw, s)}
+	for _, gpu := range res.Plans {
+		t.Run(gpu.Name(), func(t *testing.T) {
+			p, err := a.apply(WithAPIKey(gpu, "k"), adjustment{cpu: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Role != gpu.Role || p.Replica != gpu.Replica || len(p.GPUIDs) != 0 || p.Image != plan.Registry+":cpu-1.9.3" || p.DType != "float32" {
+				t.Errorf("fallback: %s replica %d, image %s, gpus %v, dtype %s", p.Role, p.Replica, p.Image, p.GPUIDs, p.DType)
+			}
+			if p.Env[APIKeyEnv] != "k" || !slices.Contains(p.SecretEnv, APIKeyEnv) || p.Redact().Env[APIKeyEnv] != plan.Redacted {
+				t.Errorf("the API key did not survive the fallback: env %v secret %v", p.Redact().Env, p.SecretEnv)
+			}
+		})
 	}
 }
 
@@ -408,7 +461,8 @@ func TestContainerSpec(t *testing.T) {
 	if want := []string{"AUTO_TRUNCATE=true", "HF_TOKEN=tok"}; !slices.Equal(spec.Config.Env, want) {
 		t.Errorf("env %q, want %q", spec.Config.Env, want)
 	}
-	wantLabels := map[string]string{LabelManagedBy: "tei-sidecar", LabelProject: "proj", LabelRole: "rerank", LabelPlanHash: "h1", LabelMaxBatchTokens: "4096"}
+	wantLabels := map[string]string{LabelManagedBy: "tei-sidecar", LabelProject: "proj", LabelRole: "rerank", LabelReplica: "0",
+		LabelPlanHash: "h1", LabelMaxBatchTokens: "4096"}
 	if !reflect.DeepEqual(spec.Config.Labels, wantLabels) {
 		t.Errorf("labels %v, want %v", spec.Config.Labels, wantLabels)
 	}
@@ -438,6 +492,17 @@ func TestContainerSpec(t *testing.T) {
 	}
 	if spec.Config.Labels[LabelFallback] != "cpu" {
 		t.Errorf("fallback label missing: %v", spec.Config.Labels)
+	}
+
+	// Each replica is a container of its own, named as compose names it.
+	third := p
+	third.Replica = 2
+	spec = bind.spec("h3", third, adjustment{}, attachment{network: "app"}, "")
+	if spec.Name != "tei-rerank-2" || spec.Config.Labels[LabelReplica] != "2" {
+		t.Errorf("replica 2: name %q labels %v", spec.Name, spec.Config.Labels)
+	}
+	if ep := spec.NetworkingConfig.EndpointsConfig["app"]; ep == nil || !slices.Equal(ep.Aliases, []string{"tei-rerank-2"}) {
+		t.Errorf("replica 2's endpoint %+v", spec.NetworkingConfig)
 	}
 }
 
@@ -487,21 +552,30 @@ func TestLogPull(t *testing.T) {
 }
 
 // fakeLauncher hands out instances backed by httptest servers; fail makes
-// the next launches fail.
+// the next launches fail with failErr (a *LaunchError when nil), after
+// reporting progress.
 type fakeLauncher struct {
 	mu       sync.Mutex
 	fail     int
+	failErr  error
+	progress []string
 	launches int
 	servers  []*httptest.Server
 	insts    []*Instance
 }
 
-func (f *fakeLauncher) Launch(_ context.Context, p plan.Plan) (*Instance, error) {
+func (f *fakeLauncher) Launch(_ context.Context, p plan.Plan, progress Progress) (*Instance, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.launches++
+	for _, st := range f.progress {
+		progress.report(st)
+	}
 	if f.fail > 0 {
 		f.fail--
+		if f.failErr != nil {
+			return nil, f.failErr
+		}
 		return nil, &LaunchError{Role: p.Role, What: "fake", Err: errors.New("fake failure")}
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
@@ -514,6 +588,16 @@ func (f *fakeLauncher) Launch(_ context.Context, p plan.Plan) (*Instance, error)
 	})
 	f.insts = append(f.insts, inst)
 	return inst, nil
+}
+
+// last is the instance launched last; nil before any.
+func (f *fakeLauncher) last() *Instance {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.insts) == 0 {
+		return nil
+	}
+	return f.insts[len(f.insts)-1]
 }
 
 // sinkRecorder records SetDown calls and reports a fixed liveness.
@@ -548,27 +632,52 @@ func waitFor(t *testing.T, ch <-chan string) string {
 	}
 }
 
-// TestSupervisorRestartsExitedTEI: TEI exits, the supervisor marks it down,
-// retries through failed launches with back-off, marks it up, and stops the
-// last instance when its context ends.
+// fastRestarts are supervisor options for tests: quick checks and
+// restarts.
+var fastRestarts = SuperviseOptions{HealthEvery: 20 * time.Millisecond, RestartMin: 10 * time.Millisecond, RestartMax: 40 * time.Millisecond}
+
+// runSupervisor runs sup until the test ends, and returns a function that
+// stops it and waits for it.
+func runSupervisor(t *testing.T, sup *Supervisor) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { sup.Run(ctx); close(done) }()
+	stop = func() {
+		cancel()
+		<-done
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestSupervisorRestartsExitedTEI: the supervisor launches TEI and marks
+// it up; TEI exits, the supervisor marks it down, retries through failed
+// launches with back-off, marks it up, and stops the last instance when
+// its context ends.
 func TestSupervisorRestartsExitedTEI(t *testing.T) {
 	f := &fakeLauncher{}
 	p := plan.Plan{Role: plan.RoleEmbedding}
-	first, _ := f.Launch(t.Context(), p)
-	f.fail = 2
 	sink := &sinkRecorder{ch: make(chan string, 10)}
 	log, out := capture()
-	sup := NewSupervisor(f, p, sink, SuperviseOptions{HealthEvery: 20 * time.Millisecond, RestartMin: 10 * time.Millisecond, RestartMax: 40 * time.Millisecond}, log)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { sup.Run(ctx, first); close(done) }()
+	sup := NewSupervisor(f, p, "http://embed", sink, fastRestarts, log)
+	stop := runSupervisor(t, sup)
+	if r := waitFor(t, sink.ch); r != "" {
+		t.Fatalf("want an up call after the first launch, got %q", r)
+	}
+	first := f.last()
+	f.mu.Lock()
+	f.fail = 2
+	f.mu.Unlock()
 
-	first.exited(&ExitError{Status: 137, Logs: []string{"Killed"}})
-	if r := waitFor(t, sink.ch); !strings.Contains(r, "status 137") {
+	first.exited(&ExitError{Status: 137, Logs: []string{"Killed"}, Phase: PhaseReady})
+	if r := waitFor(t, sink.ch); r != "TEI exited with status 137" {
 		t.Errorf("down reason %q", r)
 	}
-	if r := waitFor(t, sink.ch); r != "" {
-		t.Errorf("want an up call, got %q", r)
+	for _, want := range []string{"TEI exited with status 137; retrying in", "TEI failed to start", "TEI failed to start", ""} {
+		if r := waitFor(t, sink.ch); !strings.HasPrefix(r, want) || (want == "") != (r == "") {
+			t.Errorf("SetDown %q, want it to start with %q", r, want)
+		}
 	}
 	f.mu.Lock()
 	launches, last := f.launches, f.insts[len(f.insts)-1]
@@ -576,14 +685,58 @@ func TestSupervisorRestartsExitedTEI(t *testing.T) {
 	if launches != 4 {
 		t.Errorf("%d launches, want 4 (start, two failures, success)", launches)
 	}
-	cancel()
-	<-done
+	stop()
 	if !errors.Is(last.Err(), ErrStopped) {
 		t.Errorf("last instance not stopped: %v", last.Err())
 	}
-	for _, want := range []string{"TEI is down: restarting it", "restarting TEI failed", "TEI recovered", "TEI's last log lines"} {
+	for _, want := range []string{"TEI is up", "TEI is down: restarting it", "starting TEI failed", "TEI recovered", "TEI's last log lines"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("log lacks %q", want)
+		}
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	for _, c := range sink.calls {
+		if !strings.HasPrefix(c, "embed http://embed: ") {
+			t.Errorf("SetDown call %q, want the replica's pool and URL", c)
+		}
+	}
+}
+
+// TestSupervisorRetriesFirstLaunch is a regression test: a TEI whose image
+// could not be pulled made serve exit (and, under compose, restart in a
+// loop) instead of answering 503 with a reason. The supervisor now does
+// the first launch itself, reports progress and a safe reason, and
+// retries with back-off until the launch works.
+func TestSupervisorRetriesFirstLaunch(t *testing.T) {
+	pullErr := &PullError{Image: "ghcr.io/huggingface/text-embeddings-inference:cpu-1.9.3",
+		Err: errors.New(`Get "https://ghcr.io/v2/": dial tcp 10.1.2.3:443: connect: connection refused`)}
+	f := &fakeLauncher{fail: 2, failErr: pullErr, progress: []string{"pulling the image"}}
+	sink := &sinkRecorder{ch: make(chan string, 20)}
+	sup := NewSupervisor(f, plan.Plan{Role: plan.RoleRerank, Replica: 1}, "http://rerank-1", sink, fastRestarts, discard)
+	runSupervisor(t, sup)
+	var got []string
+	for r := "x"; r != ""; {
+		r = waitFor(t, sink.ch)
+		got = append(got, r)
+	}
+	want := []string{
+		"pulling the image",
+		"pulling ghcr.io/huggingface/text-embeddings-inference:cpu-1.9.3 failed: the registry cannot be reached; retrying in",
+		"pulling the image",
+		"pulling ghcr.io/huggingface/text-embeddings-inference:cpu-1.9.3 failed: the registry cannot be reached; retrying in",
+		"pulling the image",
+		"",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("SetDown reasons %q, want %d like %q", got, len(want), want)
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) || (want[i] == "") != (got[i] == "") {
+			t.Errorf("reason %d: %q, want it to start with %q", i, got[i], want[i])
+		}
+		if strings.Contains(got[i], "10.1.2.3") || strings.Contains(got[i], "dial tcp") {
+			t.Errorf("reason %q shows the raw network error", got[i])
 		}
 	}
 }
@@ -593,18 +746,21 @@ func TestSupervisorRestartsExitedTEI(t *testing.T) {
 func TestSupervisorRestartsUnhealthyTEI(t *testing.T) {
 	f := &fakeLauncher{}
 	p := plan.Plan{Role: plan.RoleRerank}
-	first, _ := f.Launch(t.Context(), p)
 	sink := &sinkRecorder{ch: make(chan string, 10)}
-	sup := NewSupervisor(f, p, sink, SuperviseOptions{HealthEvery: 10 * time.Millisecond, Failures: 3, RestartMin: 10 * time.Millisecond}, discard)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { sup.Run(ctx, first); close(done) }()
-
+	sup := NewSupervisor(f, p, "http://rerank", sink, SuperviseOptions{HealthEvery: 10 * time.Millisecond, Failures: 3, RestartMin: 10 * time.Millisecond}, discard)
+	stop := runSupervisor(t, sup)
+	if r := waitFor(t, sink.ch); r != "" {
+		t.Fatalf("want an up call, got %q", r)
+	}
+	first := f.last()
 	f.mu.Lock()
 	f.servers[0].Close() // connections now refused, but the instance has not exited
 	f.mu.Unlock()
-	if r := waitFor(t, sink.ch); !strings.Contains(r, "3 health checks in a row") {
+	if r := waitFor(t, sink.ch); r != "TEI failed 3 health checks in a row" {
 		t.Errorf("down reason %q", r)
+	}
+	if r := waitFor(t, sink.ch); !strings.HasPrefix(r, "TEI failed 3 health checks in a row; retrying in") {
+		t.Errorf("reason while waiting %q", r)
 	}
 	if r := waitFor(t, sink.ch); r != "" {
 		t.Errorf("want an up call, got %q", r)
@@ -612,9 +768,49 @@ func TestSupervisorRestartsUnhealthyTEI(t *testing.T) {
 	if !errors.Is(first.Err(), ErrStopped) {
 		t.Errorf("the unhealthy instance was not stopped: %v", first.Err())
 	}
-	cancel()
-	<-done
-	if got, want := sink.calls[0], "rerank "+first.URL+": "; !strings.HasPrefix(got, want) {
-		t.Errorf("SetDown call %q, want it to start with %q", got, want)
+	stop()
+}
+
+// TestSupervisorsRunReplicasApart: a dead replica is restarted while the
+// others keep serving: each replica has a supervisor of its own, which
+// reports under its own URL only.
+func TestSupervisorsRunReplicasApart(t *testing.T) {
+	sink := &sinkRecorder{ch: make(chan string, 30)}
+	var fakes []*fakeLauncher
+	for i := range 3 {
+		f := &fakeLauncher{}
+		fakes = append(fakes, f)
+		p := plan.Plan{Role: plan.RoleEmbedding, Replica: i}
+		runSupervisor(t, NewSupervisor(f, p, fmt.Sprintf("http://%s", p.Name()), sink, fastRestarts, discard))
+	}
+	for range 3 {
+		if r := waitFor(t, sink.ch); r != "" {
+			t.Fatalf("want up calls, got %q", r)
+		}
+	}
+	fakes[1].last().exited(&ExitError{Status: 1})
+	for r := "x"; r != ""; {
+		r = waitFor(t, sink.ch)
+	}
+	for i, f := range fakes {
+		f.mu.Lock()
+		n := f.launches
+		f.mu.Unlock()
+		if want := map[bool]int{true: 2, false: 1}[i == 1]; n != want {
+			t.Errorf("replica %d launched %d times, want %d", i, n, want)
+		}
+		if i != 1 && f.last().Err() != nil {
+			t.Errorf("replica %d was stopped: %v", i, f.last().Err())
+		}
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	for _, c := range sink.calls {
+		if strings.HasSuffix(c, ": ") {
+			continue // up calls, one per launch
+		}
+		if !strings.HasPrefix(c, "embed http://embed-1: ") {
+			t.Errorf("down call %q for a replica that kept serving", c)
+		}
 	}
 }

@@ -37,15 +37,14 @@ type NativeOptions struct {
 
 // Native runs TEI's text-embeddings-router binary as a child process: on
 // Apple Silicon, where Docker cannot reach Metal, or on any host without
-// Docker. Each TEI listens on a free loopback port and runs in its own
-// process group, which Stop ends as a whole.
+// Docker. Each replica listens on a loopback port of its own, kept for the
+// sidecar's life, and runs in its own process group, which Stop ends as a
+// whole.
 type Native struct {
-	opts NativeOptions
-	log  *slog.Logger
-	adj  adjuster
-
-	mu    sync.Mutex
-	ports map[plan.Role]int
+	opts  NativeOptions
+	log   *slog.Logger
+	adj   adjuster
+	ports portBook
 }
 
 var _ Launcher = (*Native)(nil)
@@ -114,40 +113,44 @@ func (n *Native) args(p plan.Plan, port int) []string {
 	return dropArg(args, argHubCache)
 }
 
-// port is the role's loopback port: the one it had, so a restart keeps the
-// URL, or a free one.
-func (n *Native) port(role plan.Role) (int, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if p, ok := n.ports[role]; ok {
-		return p, nil
-	}
-	p, err := freePort()
+// Address is the base URL replica p has once launched: a free loopback
+// port, booked for p from now on and held until TEI starts.
+func (n *Native) Address(_ context.Context, p plan.Plan) (string, error) {
+	port, err := n.ports.reserve(p.Name())
 	if err != nil {
-		return 0, err
+		return "", fmt.Errorf("reserving a loopback port for %s: %w", p.Name(), err)
 	}
-	if n.ports == nil {
-		n.ports = map[plan.Role]int{}
-	}
-	n.ports[role] = p
-	return p, nil
+	return loopbackURL(port), nil
+}
+
+// Check reports why Launch can never run p; the binary was found already.
+func (n *Native) Check(plan.Plan) error { return nil }
+
+// Close lets go of the ports held for TEI. Call it once every Instance has
+// been stopped.
+func (n *Native) Close() error {
+	n.ports.close()
+	return nil
 }
 
 // Launch starts the binary for p and waits until it is ready.
-func (n *Native) Launch(ctx context.Context, p plan.Plan) (*Instance, error) {
-	return n.adj.run(ctx, p, n.start)
+func (n *Native) Launch(ctx context.Context, p plan.Plan, progress Progress) (*Instance, error) {
+	return n.adj.run(ctx, p, func(ctx context.Context, _ string, eff plan.Plan, _ adjustment) (*Instance, error) {
+		return n.start(ctx, eff, progress)
+	})
 }
 
 // stopGrace is how long TEI may take to exit after SIGTERM.
 const stopGrace = 10 * time.Second
 
-func (n *Native) start(ctx context.Context, _ string, p plan.Plan, _ adjustment) (*Instance, error) {
-	port, err := n.port(p.Role)
+func (n *Native) start(ctx context.Context, p plan.Plan, progress Progress) (*Instance, error) {
+	name := p.Name()
+	port, err := n.ports.reserve(name)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reserving a loopback port for %s: %w", name, err)
 	}
-	log := n.log.With("tei", ShortName(p.Role))
-	sl := newStartLog(log, false)
+	log := n.log.With("tei", name)
+	sl := newStartLog(log, false, p, progress)
 	cmd := exec.Command(n.opts.Binary, n.args(p, port)...)
 	cmd.Env = n.env(p)
 	cmd.SysProcAttr = sysProcAttr()
@@ -157,8 +160,10 @@ func (n *Native) start(ctx context.Context, _ string, p plan.Plan, _ adjustment)
 	if err != nil {
 		return nil, err
 	}
+	n.ports.release(name) // TEI binds it now
 	if err := cmd.Start(); err != nil {
 		logs.close()
+		n.ports.hold(name)
 		return nil, launchError(p, n.opts.Binary, err, nil)
 	}
 	logs.started()
@@ -185,6 +190,7 @@ func (n *Native) start(ctx context.Context, _ string, p plan.Plan, _ adjustment)
 		// The group may outlive its leader; end it too.
 		_ = killGroup(pid, true)
 		logs.wait(logsWait)
+		n.ports.hold(name)
 		if stopping.Load() {
 			inst.exited(ErrStopped)
 			return
@@ -194,7 +200,7 @@ func (n *Native) start(ctx context.Context, _ string, p plan.Plan, _ adjustment)
 		if errors.As(err, &xe) || err == nil {
 			status = cmd.ProcessState.ExitCode()
 		}
-		inst.exited(&ExitError{Status: status, Logs: sl.tail()})
+		inst.exited(&ExitError{Status: status, Logs: sl.tail(), Phase: sl.currentPhase()})
 	}()
 
 	rctx, cancel := n.readyContext(ctx)
@@ -203,6 +209,7 @@ func (n *Native) start(ctx context.Context, _ string, p plan.Plan, _ adjustment)
 		if errors.Is(err, errExited) {
 			err = inst.Err()
 		}
+		// Stop is bounded by stopGrace; it reports nothing.
 		_ = inst.Stop(context.Background())
 		return nil, launchError(p, n.opts.Binary, err, sl.tail())
 	}
@@ -279,6 +286,7 @@ func (n *Native) Describe(_ context.Context, p plan.Plan) Description {
 	p = p.Redact()
 	d := Description{
 		Role:    p.Role,
+		Name:    p.Name(),
 		Kind:    "process",
 		Program: n.opts.Binary,
 		Args:    n.args(p, 0),
@@ -302,7 +310,7 @@ type Description struct {
 	Kind string
 	// Program is the image or the binary.
 	Program string
-	// Name is the container's name.
+	// Name is the container's name, or the replica's (plan.Plan.Name).
 	Name string
 	Args []string
 	// Env is KEY=VALUE, sorted.

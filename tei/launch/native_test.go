@@ -74,7 +74,7 @@ func TestNativeScrubsEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := cpuPlan(t, "BAAI/bge-small-en-v1.5")
-	inst, err := n.Launch(t.Context(), p)
+	inst, err := n.Launch(t.Context(), p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestNativeScrubsEnvironment(t *testing.T) {
 	if !strings.HasPrefix(inst.URL, "http://127.0.0.1:") || strings.HasSuffix(inst.URL, ":3000") {
 		t.Errorf("URL %s: want a free loopback port", inst.URL)
 	}
-	c, done, _ := probeClient(inst.URL)
+	c, done, _ := probeClient(inst.URL, "")
 	defer done()
 	info, err := c.Info(t.Context())
 	if err != nil {
@@ -139,7 +139,7 @@ func TestNativeOOMStepDown(t *testing.T) {
 	}
 	p := withBatchTokens(cpuPlan(t, "BAAI/bge-small-en-v1.5"), 8192)
 	p.Env["SIM_OOM_ABOVE_BATCH_TOKENS"] = "2048"
-	inst, err := n.Launch(t.Context(), p)
+	inst, err := n.Launch(t.Context(), p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestNativeOOMStepDown(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	again, err := n.Launch(t.Context(), p)
+	again, err := n.Launch(t.Context(), p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestNativeFailedStart(t *testing.T) {
 			for k, v := range tc.env {
 				p.Env[k] = v
 			}
-			_, err = n.Launch(t.Context(), p)
+			_, err = n.Launch(t.Context(), p, nil)
 			var le *LaunchError
 			if !errors.As(err, &le) {
 				t.Fatalf("error %v, want a *LaunchError", err)
@@ -248,7 +248,7 @@ func TestNativeKillsProcessGroup(t *testing.T) {
 			if tc.leaderExit != "" {
 				p.Env["LEADER_EXIT"] = tc.leaderExit
 			}
-			inst, err := n.Launch(t.Context(), p)
+			inst, err := n.Launch(t.Context(), p, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

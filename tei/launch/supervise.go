@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -58,31 +59,37 @@ func (o SuperviseOptions) withDefaults() SuperviseOptions {
 	return o
 }
 
-// Supervisor keeps one TEI running: it notices when TEI exits or stops
-// answering /health, marks it down, restarts it with back-off and marks it
-// up once it is ready again.
+// Supervisor keeps one replica running: it launches it, with back-off
+// while the launch fails, notices when TEI exits or stops answering
+// /health, marks it down, launches it again and marks it up once it is
+// ready. Every step it reports to the sink under the replica's URL, in
+// words /ready may show (Summary's).
 type Supervisor struct {
 	launcher Launcher
 	plan     plan.Plan
+	url      string
 	sink     StatusSink
 	opts     SuperviseOptions
 	log      *slog.Logger
 }
 
-// NewSupervisor returns a supervisor that restarts p with l and reports to
+// NewSupervisor returns a supervisor that runs p with l, reachable at url
+// (the launcher's answer for p, known before the launch), and reports to
 // sink.
-func NewSupervisor(l Launcher, p plan.Plan, sink StatusSink, opts SuperviseOptions, log *slog.Logger) *Supervisor {
-	return &Supervisor{launcher: l, plan: p, sink: sink, opts: opts.withDefaults(), log: log.With("tei", ShortName(p.Role))}
+func NewSupervisor(l Launcher, p plan.Plan, url string, sink StatusSink, opts SuperviseOptions, log *slog.Logger) *Supervisor {
+	return &Supervisor{launcher: l, plan: p, url: url, sink: sink, opts: opts.withDefaults(), log: log.With("tei", p.Name())}
 }
 
 // releaseTimeout bounds stopping TEI when supervision ends.
 const releaseTimeout = 30 * time.Second
 
-// Run supervises inst, launched from the supervisor's plan, until ctx
-// ends; it then releases the instance it holds (Instance.Release: stopped,
-// unless the launcher keeps it) and returns.
-func (s *Supervisor) Run(ctx context.Context, inst *Instance) {
-	name := ShortName(s.plan.Role)
+// Run launches the replica and keeps it running until ctx ends; it then
+// releases the instance it holds (Instance.Release: stopped, unless the
+// launcher keeps it) and returns. It never gives up: a launch that fails
+// is tried again after a delay that doubles up to RestartMax.
+func (s *Supervisor) Run(ctx context.Context) {
+	pool := ShortName(s.plan.Role)
+	var inst *Instance
 	defer func() {
 		if inst != nil {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
@@ -93,15 +100,30 @@ func (s *Supervisor) Run(ctx context.Context, inst *Instance) {
 		}
 	}()
 	b := newRestartBackoff(s.opts.RestartMin, s.opts.RestartMax, 0.2)
-	upSince := time.Now()
+	var down time.Time // when it went down; zero before the first start
+	why := ""
 	for {
-		reason := s.watch(ctx, inst)
+		inst = s.launch(ctx, b, why)
+		if inst == nil {
+			return // ctx ended
+		}
+		if inst.URL != s.url {
+			s.log.Error("TEI came up at another URL than the proxy's: its calls will fail", "url", inst.URL, "want", s.url)
+		}
+		s.sink.SetDown(pool, s.url, "")
+		if down.IsZero() {
+			s.log.Info("TEI is up", "url", inst.URL, "id", inst.ID, "adopted", inst.Adopted)
+		} else {
+			s.log.Info("TEI recovered", "url", inst.URL, "id", inst.ID, "down_for", time.Since(down).Round(100*time.Millisecond).String())
+		}
+		upSince := time.Now()
+		why = s.watch(ctx, inst)
 		if ctx.Err() != nil {
 			return
 		}
-		down := time.Now()
-		s.sink.SetDown(name, inst.URL, reason)
-		s.log.Warn("TEI is down: restarting it", "reason", reason, "id", inst.ID)
+		down = time.Now()
+		s.sink.SetDown(pool, s.url, why)
+		s.log.Warn("TEI is down: restarting it", "reason", why, "id", inst.ID)
 		if time.Since(upSince) >= s.opts.RestartMax {
 			b.Reset() // it had been up a while: not a crash loop
 		}
@@ -111,35 +133,68 @@ func (s *Supervisor) Run(ctx context.Context, inst *Instance) {
 		}
 		cancel()
 		inst = nil
-		for inst == nil {
-			delay := b.NextBackOff()
-			s.log.Info("restarting TEI", "in", delay.Round(10*time.Millisecond).String())
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(delay):
-			}
-			next, err := s.launcher.Launch(ctx, s.plan)
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				s.log.Error("restarting TEI failed", "err", err.Error())
-				continue
-			}
-			inst = next
-		}
-		upSince = time.Now()
-		s.sink.SetDown(name, inst.URL, "")
-		s.log.Info("TEI recovered", "url", inst.URL, "id", inst.ID, "down_for", time.Since(down).Round(100*time.Millisecond).String())
 	}
 }
 
-// watch returns why inst is down, or "" when ctx ends first.
+// launch starts the replica, and again after each failure, waiting the
+// back-off's delay first when why (the reason it is down) is set. It
+// returns nil when ctx ends first.
+func (s *Supervisor) launch(ctx context.Context, b backoff.BackOff, why string) *Instance {
+	pool := ShortName(s.plan.Role)
+	for {
+		if why != "" {
+			delay := b.NextBackOff()
+			s.sink.SetDown(pool, s.url, why+"; retrying in "+roundDelay(delay))
+			s.log.Info("starting TEI again", "in", delay.Round(10*time.Millisecond).String())
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(delay):
+			}
+		}
+		// Progress while this launch lasts only: a late phase line must not
+		// mark a ready TEI down.
+		var mu sync.Mutex
+		live, last := true, ""
+		progress := func(status string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if live && status != last {
+				last = status
+				s.sink.SetDown(pool, s.url, status)
+			}
+		}
+		inst, err := s.launcher.Launch(ctx, s.plan, progress)
+		mu.Lock()
+		live = false
+		mu.Unlock()
+		if err == nil {
+			return inst
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		why = Summary(err)
+		s.log.Error("starting TEI failed", "reason", why, "err", err.Error())
+	}
+}
+
+// roundDelay writes a back-off delay for people: whole seconds, or tenths
+// under a second.
+func roundDelay(d time.Duration) string {
+	if d < time.Second {
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+// watch returns why inst is down, in Summary's words, or "" when ctx ends
+// first.
 func (s *Supervisor) watch(ctx context.Context, inst *Instance) string {
-	c, done, err := probeClient(inst.URL)
+	c, done, err := probeClient(inst.URL, apiKey(inst.Plan))
 	if err != nil {
-		return err.Error()
+		s.log.Error("cannot check TEI's health", "err", err.Error())
+		return Summary(err)
 	}
 	defer done()
 	t := time.NewTicker(s.opts.HealthEvery)
@@ -159,10 +214,12 @@ func (s *Supervisor) watch(ctx context.Context, inst *Instance) string {
 				if len(ee.Logs) > 0 {
 					s.log.Warn("TEI's last log lines", "lines", ee.Logs)
 				}
+			} else {
+				s.log.Warn("TEI ended", "err", err.Error())
 			}
-			return err.Error()
+			return Summary(err)
 		case <-t.C:
-			last, longest := s.sink.Liveness(inst.URL)
+			last, longest := s.sink.Liveness(s.url)
 			hctx, cancel := context.WithTimeout(ctx, max(probeTimeout, 2*longest))
 			err := c.Health(hctx)
 			cancel()
@@ -182,7 +239,8 @@ func (s *Supervisor) watch(ctx context.Context, inst *Instance) string {
 			fails++
 			s.log.Debug("TEI health check failed", "failures", fails, "err", err.Error())
 			if fails >= s.opts.Failures {
-				return fmt.Sprintf("TEI failed %d health checks in a row: %v", fails, err)
+				s.log.Warn("TEI failed its health checks", "failures", fails, "err", err.Error())
+				return fmt.Sprintf("TEI failed %d health checks in a row", fails)
 			}
 		}
 	}
