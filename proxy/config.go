@@ -89,6 +89,13 @@ type Config struct {
 	// is never starved. Zero means the default.
 	BulkShare float64
 
+	// AdaptiveConcurrency keeps only as many inputs in flight to each
+	// replica as TEI needs to stay busy, from measured latency, within
+	// TEI's max_concurrent_requests (ADAPTIVE_CONCURRENCY, default true);
+	// the rest wait in the scheduler, where queries go first. False keeps
+	// up to max_concurrent_requests in flight.
+	AdaptiveConcurrency bool
+
 	// BreakerFailures is how many consecutive failures of a replica open
 	// its circuit breaker (BREAKER_FAILURES, default 5). Zero means the
 	// default.
@@ -146,6 +153,7 @@ func DefaultConfig() Config {
 		QueueInputs:                  4096,
 		PriorityInteractiveMaxInputs: 4,
 		BulkShare:                    0.2,
+		AdaptiveConcurrency:          true,
 		BreakerFailures:              5,
 		BreakerOpenFor:               10 * time.Second,
 		StartupTimeout:               10 * time.Minute,

@@ -26,6 +26,7 @@ type metrics struct {
 	replicaState      *prometheus.GaugeVec
 	queueInputs       *prometheus.GaugeVec
 	inflightInputs    *prometheus.GaugeVec
+	concurrencyLimit  *prometheus.GaugeVec
 	retries           *prometheus.CounterVec
 }
 
@@ -75,13 +76,16 @@ func newMetrics() *metrics {
 		inflightInputs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sidecar_inflight_inputs", Help: "Inputs in flight to TEI by pool and replica.",
 		}, []string{"pool", "replica"}),
+		concurrencyLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sidecar_concurrency_limit", Help: "Most inputs the sidecar keeps in flight to each replica: the adaptive limit, or TEI's max_concurrent_requests.",
+		}, []string{"pool", "replica"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecar_upstream_retries_total", Help: "Work sent to TEI again, by pool and why: split (a batch refused for one input), smaller (over the payload limit), backpressure (429), elsewhere (the replica failed).",
 		}, []string{"pool", "reason"}),
 	}
 	m.reg.MustRegister(m.requests, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.coalesced, m.nonFinite,
 		m.upstreamCalls, m.upstreamInputs, m.upstreamLatency, m.breakerState, m.breakerTransition,
-		m.replicaState, m.queueInputs, m.inflightInputs, m.retries,
+		m.replicaState, m.queueInputs, m.inflightInputs, m.concurrencyLimit, m.retries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -103,7 +107,7 @@ func (m *metrics) forgetReplica(pool, addr string) {
 	l := prometheus.Labels{"pool": pool, "replica": addr}
 	for _, v := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
-	}{m.upstreamCalls, m.upstreamInputs, m.upstreamLatency, m.breakerState, m.breakerTransition, m.replicaState, m.inflightInputs} {
+	}{m.upstreamCalls, m.upstreamInputs, m.upstreamLatency, m.breakerState, m.breakerTransition, m.replicaState, m.inflightInputs, m.concurrencyLimit} {
 		v.DeletePartialMatch(l)
 	}
 }

@@ -97,7 +97,18 @@ func (p *pool) accept(r *replica, info *tei.Info, dim int, waited time.Duration)
 		return // a periodic check found nothing new
 	}
 	r.maxBatch = max(min(info.MaxClientBatchSize, info.MaxConcurrentRequests), 1)
-	r.limit = max(info.MaxConcurrentRequests, 1)
+	maxc := max(info.MaxConcurrentRequests, 1)
+	if p.s.cfg.AdaptiveConcurrency {
+		// Start where one full batch and the next fit, and let the
+		// measured latency move it; at least a few inputs, so that a
+		// small replica still takes several queries at once.
+		floor := min(r.maxBatch, 4)
+		r.lim = newGradientLimit(2*r.maxBatch, floor, maxc)
+		r.limit = r.lim.current()
+	} else {
+		r.lim, r.limit = nil, maxc
+	}
+	p.s.m.concurrencyLimit.WithLabelValues(p.name, r.addr).Set(float64(r.limit))
 	r.byteLimit = int(p.s.cfg.UpstreamPayloadLimit)
 	p.setStateLocked(r, stateReady, "")
 	log.Info("TEI is ready", "model", info.ModelID, "revision", info.Revision(),

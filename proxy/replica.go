@@ -71,12 +71,13 @@ type replica struct {
 	removed   bool // left the pool: nothing may touch its metrics again
 	held      bool // down by a supervisor's word: stays down until it says up
 	state     replicaState
-	reason    string // why it is not ready, for /status and logs
-	inflight  int    // inputs in flight
-	calls     int    // calls in flight
-	limit     int    // most inputs in flight
-	byteLimit int    // largest request body to send
-	maxBatch  int    // most inputs in one call
+	reason    string         // why it is not ready, for /status and logs
+	inflight  int            // inputs in flight
+	calls     int            // calls in flight
+	limit     int            // most inputs in flight: lim's, or TEI's max_concurrent_requests
+	lim       *gradientLimit // nil when the limit is static
+	byteLimit int            // largest request body to send
+	maxBatch  int            // most inputs in one call
 }
 
 func newReplica(p *pool, raw, source string, c *tei.Client) *replica {

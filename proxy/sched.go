@@ -196,6 +196,11 @@ type teiCall struct {
 	// failover is an attempt timeout: a replica that answers nothing for
 	// that long, while another could take the work, is given up on.
 	failover time.Duration
+	// startInflight is the replica's inputs in flight when it started,
+	// itself included; took is how long it ran. The limiter learns from
+	// both.
+	startInflight int
+	took          time.Duration
 
 	// Results, written by run before finish.
 	items [][]byte      // embed: each flight's item
@@ -267,6 +272,7 @@ func (sc *scheduler) startLocked(c *teiCall) {
 	r := c.r
 	r.inflight += c.n
 	r.calls++
+	c.startInflight = r.inflight
 	sc.p.s.m.inflightInputs.WithLabelValues(sc.p.name, r.addr).Set(float64(r.inflight))
 	for _, f := range c.flights {
 		f.sent = true
@@ -298,6 +304,7 @@ func (sc *scheduler) run(c *teiCall) {
 	}
 	route, err := sc.exec(c)
 	d := time.Since(start)
+	c.took = d
 	if err != nil && c.hung.Load() {
 		err = &tei.TransportError{Kind: tei.KindTimeout, Err: fmt.Errorf("no answer in %s: trying another replica", c.failover)}
 	}
@@ -391,7 +398,15 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 	var merge *flight
 	if err == nil {
 		sc.countDrainedLocked(c.n)
-		r.limit = min(r.limit+1, max(r.info.Load().MaxConcurrentRequests, 1))
+		if r.lim != nil {
+			smp := sample{rtt: c.took, inflight: c.startInflight}
+			if c.resp != nil {
+				smp.queue, smp.inference, smp.staged = c.resp.Stages()
+			}
+			r.lim.observe(smp)
+			r.limit = r.lim.current()
+			p.s.m.concurrencyLimit.WithLabelValues(p.name, r.addr).Set(float64(r.limit))
+		}
 		f := c.flights[0]
 		switch {
 		case f.embed != nil:
@@ -490,7 +505,14 @@ func (sc *scheduler) failedLocked(c *teiCall, err error) {
 	case retryLater:
 		// De-weight the replica: fewer inputs in flight there until its
 		// calls succeed again. A 429 is back-pressure, not a failure.
-		r.limit = max(r.limit*3/4, 1)
+		if r.lim != nil {
+			r.lim.overloaded()
+			r.limit = r.lim.current()
+		} else {
+			r.limit = max(r.limit*3/4, 1)
+		}
+		p := sc.p
+		p.s.m.concurrencyLimit.WithLabelValues(p.name, r.addr).Set(float64(r.limit))
 	}
 	var later []*flight
 	for _, f := range c.flights {

@@ -166,9 +166,14 @@ func (s *Server) SetDown(pool, url, reason string) {
 				continue
 			}
 			if reason != "" {
+				was := r.state
 				r.held = true
 				p.setStateLocked(r, stateDown, reason)
-				s.log.Warn("TEI is down", "pool", p.name, "replica", r, "reason", reason)
+				if was == stateReady {
+					s.log.Warn("TEI is down", "pool", p.name, "replica", r, "reason", reason)
+				} else {
+					s.log.Info("TEI is not ready", "pool", p.name, "replica", r, "reason", reason)
+				}
 				continue
 			}
 			r.held = false
@@ -283,7 +288,11 @@ func (s *Server) started(p *pool, fail func(echo.Context, error) error) echo.Mid
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if p.info() == nil {
-				return fail(c, &unavailableError{reason: "TEI is still starting (downloading or loading the model)", retryAfter: 5 * time.Second})
+				reason := "TEI is still starting (downloading or loading the model)"
+				if why := p.reasons(); why != "" {
+					reason = "TEI is still starting: " + why
+				}
+				return fail(c, &unavailableError{reason: reason, retryAfter: 5 * time.Second})
 			}
 			return next(c)
 		}

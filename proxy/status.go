@@ -88,6 +88,20 @@ func (p *pool) notReady(ctx context.Context) string {
 	return p.name + ": TEI's health check failed (" + strings.Join(errs, ", ") + ")"
 }
 
+// reasons joins the distinct reasons its replicas are not ready (safe to
+// show: SetDown's contract).
+func (p *pool) reasons() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, r := range p.replicas {
+		if r.reason != "" && !slices.Contains(out, r.reason) {
+			out = append(out, r.reason)
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
 // summary counts the pool's replicas by state, for messages.
 func (p *pool) summary() string {
 	p.mu.Lock()
@@ -218,6 +232,7 @@ func (c Config) redacted() map[string]any {
 		"priority_interactive_max_inputs": c.PriorityInteractiveMaxInputs,
 		"priority_allow_raise":            c.PriorityAllowRaise,
 		"priority_bulk_share":             c.BulkShare,
+		"adaptive_concurrency":            c.AdaptiveConcurrency,
 		"breaker_failures":                c.BreakerFailures,
 		"breaker_open_for":                c.BreakerOpenFor.String(),
 		"startup_timeout":                 c.StartupTimeout.String(),

@@ -86,6 +86,18 @@ func (r *Response) ComputeTokens() int {
 	return n
 }
 
+// Stages returns TEI's x-queue-time and x-inference-time headers (per-input
+// averages, whole milliseconds): how long the call's inputs waited in TEI's
+// queue and how long their batches ran. ok is false when either is absent.
+func (r *Response) Stages() (queue, inference time.Duration, ok bool) {
+	q, err1 := strconv.ParseFloat(r.Header.Get("x-queue-time"), 64)
+	i, err2 := strconv.ParseFloat(r.Header.Get("x-inference-time"), 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, false
+	}
+	return time.Duration(q * float64(time.Millisecond)), time.Duration(i * float64(time.Millisecond)), true
+}
+
 // Do sends body (JSON) to TEI's path with the given method and returns the
 // successful answer, or an *Error for a non-2xx status, or a
 // *TransportError when TEI gave no answer.

@@ -1,0 +1,271 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tei-sidecar/tei-sidecar/tests/teisim"
+)
+
+// slowOne is a simulator taking 4 inputs at a time in 60 ms batches, and a
+// proxy keeping at most 4 inputs in flight to it (a static limit), so that
+// work queues in the proxy.
+func slowOne(t *testing.T, edit func(*Config)) (*teisim.Server, *Server, string) {
+	t.Helper()
+	sim, url := teisim.Start(t, "--model-id", "BAAI/bge-small-en-v1.5", "--max-concurrent-requests", "4",
+		"--max-client-batch-size", "4", "--sim-batch-cost", "60ms", "--sim-token-cost", "0s")
+	cfg := testConfig(url)
+	cfg.CacheSize = 0
+	cfg.AdaptiveConcurrency = false
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, p := startProxy(t, cfg)
+	return sim, srv, p
+}
+
+// TestQueriesGoFirst: with bulk work queued, a query arriving later is
+// sent before it.
+func TestQueriesGoFirst(t *testing.T) {
+	_, srv, p := slowOne(t, nil)
+	type done struct {
+		name string
+		at   time.Time
+	}
+	finished := make(chan done, 16)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inputs := []string{fmt.Sprintf("doc %d a", i), fmt.Sprintf("doc %d b", i), fmt.Sprintf("doc %d c", i),
+				fmt.Sprintf("doc %d d", i), fmt.Sprintf("doc %d e", i)} // 5 inputs: bulk
+			if st, _, b, err := tryPost(p, "/embed", inputsJSON(inputs)); err != nil || st != 200 {
+				t.Errorf("bulk: %d %s %v", st, b, err)
+			}
+			finished <- done{"bulk", time.Now()}
+		}()
+	}
+	waitUntil(t, 5*time.Second, func() bool { return metricWith(t, srv, "sidecar_queue_inputs", "priority", "bulk") >= 20 })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if st, _, b, err := tryPost(p, "/embed", `{"inputs":"an urgent query"}`); err != nil || st != 200 {
+			t.Errorf("query: %d %s %v", st, b, err)
+		}
+		finished <- done{"query", time.Now()}
+	}()
+	wg.Wait()
+	close(finished)
+	var order []string
+	for d := range finished {
+		order = append(order, d.name)
+	}
+	// Channel order is completion order: the query must not come last
+	// among work that was queued before it.
+	pos := -1
+	for i, n := range order {
+		if n == "query" {
+			pos = i
+		}
+	}
+	if pos < 0 || pos > 3 {
+		t.Errorf("completion order %v: the query finished behind most of the bulk work queued before it", order)
+	}
+}
+
+// TestBulkIsNeverStarved: a flood of queries keeps the replica busy; a
+// bulk request still gets its share and finishes.
+func TestBulkIsNeverStarved(t *testing.T) {
+	_, _, p := slowOne(t, nil)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, _, _, err := tryPost(p, "/embed", fmt.Sprintf(`{"inputs":"flood %d %d"}`, w, i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	st, _, b := post(t, p, "/embed", inputsJSON([]string{"bulk 1", "bulk 2", "bulk 3", "bulk 4", "bulk 5", "bulk 6"}))
+	took := time.Since(start)
+	close(stop)
+	wg.Wait()
+	if st != 200 {
+		t.Fatalf("bulk under a flood of queries: %d %s", st, b)
+	}
+	// With the replica taking one 4-input call every 60 ms and bulk
+	// guaranteed every fifth call, it needs two of its calls: well under
+	// the request timeout, where starvation would take it.
+	if took > 10*time.Second {
+		t.Errorf("bulk took %v under a flood of queries", took)
+	}
+}
+
+// TestLeavingReleasesQueuedInputs: a request whose client leaves, or whose
+// deadline passes, while its inputs wait in the queue takes them out.
+func TestLeavingReleasesQueuedInputs(t *testing.T) {
+	sim, srv, p := slowOne(t, func(c *Config) { c.RequestTimeout = 300 * time.Millisecond })
+	sim.SetFault(teisim.Fault{Stall: 2 * time.Second}) // the replica holds what it has
+	var wg sync.WaitGroup
+	statuses := make(chan int, 8)
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, h, _, err := tryPost(p, "/embed", inputsJSON([]string{fmt.Sprintf("w%d a", i), fmt.Sprintf("w%d b", i), fmt.Sprintf("w%d c", i)}))
+			if err != nil {
+				t.Error(err)
+			}
+			if st == 429 && h.Get("Retry-After") == "" {
+				t.Error("429 without Retry-After")
+			}
+			statuses <- st
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	queued := 0
+	for st := range statuses {
+		if st == http.StatusTooManyRequests {
+			queued++
+		}
+	}
+	if queued == 0 {
+		t.Error("no request waited in the queue past its deadline (want 429 for those)")
+	}
+	if n := counterValue(t, srv, "sidecar_queue_inputs"); n != 0 {
+		t.Errorf("%v inputs left in the queue after every waiter left", n)
+	}
+	srv.embedP.mu.Lock()
+	left := len(srv.embedP.sched.flights)
+	srv.embedP.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d flights left in the table", left)
+	}
+}
+
+// TestHugeRequestSucceeds is a regression test: a request of more inputs
+// than TEI's permits plus the queue (4608 by default) got 429 on an idle
+// server, which every SDK retries in vain. It is scheduled chunk by chunk.
+func TestHugeRequestSucceeds(t *testing.T) {
+	sim, url := startSim(t, "--model-id", "BAAI/bge-small-en-v1.5")
+	cfg := testConfig(url)
+	cfg.BodyLimit = 4_000_000
+	_, p := startProxy(t, cfg)
+	inputs := make([]string, 6000)
+	for i := range inputs {
+		inputs[i] = fmt.Sprintf("i%d", i)
+	}
+	st, _, b := post(t, p, "/embed", inputsJSON(inputs))
+	if st != 200 {
+		t.Fatalf("%d %.300s", st, b)
+	}
+	checkVectors(t, sim, inputs[:1], []byte(`[`+strings.SplitN(string(b[1:]), "],", 2)[0]+`]]`))
+}
+
+// TestGradientLimitFindsTheKnee feeds the limiter a model of TEI: latency
+// is one batch time while the inputs in flight fit in a batch of knee, and
+// grows with the queue beyond. It must settle near the knee, well below
+// TEI's 512 permits, and back off when TEI gets slower.
+func TestGradientLimitFindsTheKnee(t *testing.T) {
+	const knee = 16
+	// TEI: a call with inflight inputs ahead and beside it waits for the
+	// batches before its own.
+	tei := func(inflight int, batch time.Duration, staged bool) sample {
+		batches := math.Ceil(float64(inflight) / knee)
+		return sample{rtt: time.Duration(batches * float64(batch)), queue: time.Duration((batches - 1) * float64(batch)),
+			inference: batch, staged: staged, inflight: inflight}
+	}
+	for _, staged := range []bool{true, false} {
+		t.Run(fmt.Sprintf("stage times %t", staged), func(t *testing.T) {
+			g := newGradientLimit(4, 4, 512)
+			for range 2000 {
+				g.observe(tei(g.current(), 20*time.Millisecond, staged)) // a saturated client keeps the limit full
+			}
+			if got := g.current(); got < knee || got > 3*knee {
+				t.Errorf("settled at %d inputs in flight, want within [%d, %d]", got, knee, 3*knee)
+			}
+			// From far above the knee it comes down.
+			g = newGradientLimit(512, 4, 512)
+			g.observe(tei(16, 20*time.Millisecond, staged)) // one unloaded call first
+			for range 300 {
+				g.observe(tei(g.current(), 20*time.Millisecond, staged))
+			}
+			if got := g.current(); got > 3*knee {
+				t.Errorf("from 512 it came down only to %d", got)
+			}
+		})
+	}
+	// Queueing rises (TEI got slower for these texts): it backs off.
+	g := newGradientLimit(4, 4, 512)
+	for range 500 {
+		g.observe(tei(g.current(), 20*time.Millisecond, true))
+	}
+	before := g.current()
+	for range 20 {
+		s := tei(g.current(), 20*time.Millisecond, true)
+		s.queue *= 3
+		g.observe(s)
+	}
+	if got := g.current(); got >= before {
+		t.Errorf("TEI's queue grew and the limit went %d → %d", before, got)
+	}
+	// Unused room is not grown.
+	g2 := newGradientLimit(32, 4, 512)
+	for range 500 {
+		g2.observe(sample{rtt: 10 * time.Millisecond, inference: 10 * time.Millisecond, staged: true, inflight: 2})
+	}
+	if got := g2.current(); got != 32 {
+		t.Errorf("an idle limit grew to %d", got)
+	}
+}
+
+// TestAdaptiveLimitOnTheSimulator: against a simulator with one backend
+// worker and batches of at most 8, the limit the proxy keeps comes down
+// from TEI's 512 permits to near the batch, and work never fails.
+func TestAdaptiveLimitOnTheSimulator(t *testing.T) {
+	_, url := teisim.Start(t, "--model-id", "BAAI/bge-small-en-v1.5", "--sim-workers", "1", "--max-batch-requests", "8",
+		"--sim-batch-cost", "10ms", "--sim-token-cost", "0s")
+	cfg := testConfig(url)
+	cfg.CacheSize = 0
+	srv, p := startProxy(t, cfg)
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				if st, _, b, err := tryPost(p, "/embed", fmt.Sprintf(`{"inputs":"load %d %d"}`, w, i)); err != nil || st != 200 {
+					t.Errorf("%d %s %v", st, b, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	limit := metricWith(t, srv, "sidecar_concurrency_limit", "pool", "embed")
+	if limit < 8 || limit > 64 {
+		t.Errorf("the adaptive limit is %v inputs, want near the batch of 8 (8..64)", limit)
+	}
+}
