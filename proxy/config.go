@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tei-sidecar/tei-sidecar/sharedcache"
 )
 
@@ -132,6 +134,15 @@ type Config struct {
 	// transport; benchmarks set an in-process one to measure the proxy alone.
 	Transport http.RoundTripper
 
+	// TracerProvider traces requests, Redis round trips and TEI calls, and
+	// sends TEI the trace context. Nil means no tracing (serve sets one up
+	// from the standard OTEL_* variables when they name an exporter).
+	TracerProvider trace.TracerProvider
+	// AccessLog writes one line per API request (ACCESS_LOG, default
+	// true): route, status, duration, inputs, cache hits, upstream time,
+	// request and trace ids; never a text, a vector or a token.
+	AccessLog bool
+
 	// StartupTimeout bounds Connect's wait for a ready replica of every
 	// pool, while TEI downloads and loads its model (STARTUP_TIMEOUT,
 	// default 10m). Zero means wait until stopped.
@@ -154,6 +165,7 @@ func DefaultConfig() Config {
 		PriorityInteractiveMaxInputs: 4,
 		BulkShare:                    0.2,
 		AdaptiveConcurrency:          true,
+		AccessLog:                    true,
 		BreakerFailures:              5,
 		BreakerOpenFor:               10 * time.Second,
 		StartupTimeout:               10 * time.Minute,

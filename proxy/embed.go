@@ -128,6 +128,10 @@ func (c cacheCount) String() string {
 // that input's error.
 func (s *Server) embed(ctx context.Context, p *pool, ep embedParams, inputs []tei.Input, ro reqOpts) ([]*entry, cacheCount, error) {
 	cc := cacheCount{total: len(inputs)}
+	ri := infoOf(ctx)
+	ri.inputs += len(inputs)
+	ri.prio = ro.prio.String()
+	defer func() { ri.hits += cc.hits }()
 	info := p.info()
 	if err := checkKind(info, ep, int(p.dim.Load())); err != nil {
 		return nil, cc, err
@@ -174,7 +178,7 @@ func (s *Server) embed(ctx context.Context, p *pool, ep embedParams, inputs []te
 	var found []*entry
 	if len(keys) > 0 && s.shared != nil && !ro.noCache {
 		found = make([]*entry, len(keys))
-		vals := s.shared.Get(ctx, toRaw(keys))
+		vals := s.sharedGet(ctx, toRaw(keys))
 		for j, v := range vals {
 			e, ok := decodeEntry(v)
 			if !ok {
@@ -194,12 +198,13 @@ func (s *Server) embed(ctx context.Context, p *pool, ep embedParams, inputs []te
 		flights []*flight
 		fwhere  [][]int
 		spec    *batchSpec
+		org     = originOf(ctx)
 	)
 	miss := func(in tei.Input, k key, keyed bool, at []int) {
 		if spec == nil {
 			spec = ep.batch()
 		}
-		f := &flight{key: k, keyed: keyed, prio: ro.prio,
+		f := &flight{key: k, keyed: keyed, prio: ro.prio, origin: org,
 			embed: &embedWork{batch: spec, input: appendInput(nil, in), weight: inputWeight(in)}}
 		f.keep.Store(!ro.noStore)
 		flights = append(flights, f)
@@ -221,10 +226,7 @@ func (s *Server) embed(ctx context.Context, p *pool, ep embedParams, inputs []te
 		return out, cc, nil
 	}
 	w := newWaiter(len(flights))
-	if err := p.submit(ctx, w, flights); err != nil {
-		return nil, cc, err
-	}
-	if err := p.await(ctx, w); err != nil {
+	if err := s.wait(ctx, p, w, flights); err != nil {
 		return nil, cc, err
 	}
 	for j, f := range w.flights {

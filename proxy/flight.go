@@ -56,9 +56,10 @@ const maxAttempts = 4
 // flight is one unit of model work that requests wait on: one distinct
 // input to embed, one whole rerank, or one call passed through.
 type flight struct {
-	key   key
-	keyed bool
-	prio  priority
+	key    key
+	keyed  bool
+	prio   priority
+	origin origin // the request that created it, for traces and TEI's logs
 	// keep stores the outcome in the caches: some waiter did not ask
 	// for no-store. Read outside pool.mu when the outcome is cached.
 	keep atomic.Bool
@@ -123,6 +124,7 @@ func (f *flight) inputs() int {
 
 // waiter is one request waiting on flights.
 type waiter struct {
+	joined  int // flights another request had started
 	flights []*flight
 	pending int // flights not yet done; -1 once it left
 	done    chan struct{}
@@ -183,6 +185,7 @@ func (p *pool) submit(ctx context.Context, w *waiter, fs []*flight) error {
 					old.keep.Store(true)
 				}
 				p.s.m.coalesced.WithLabelValues(p.name).Inc()
+				w.joined++
 				w.attachLocked(old, dl, bounded)
 				continue
 			}

@@ -13,6 +13,7 @@ type metrics struct {
 	reg *prometheus.Registry
 
 	requests          *prometheus.CounterVec
+	requestDuration   *prometheus.HistogramVec
 	cacheHits         *prometheus.CounterVec
 	cacheMisses       *prometheus.CounterVec
 	cacheEvictions    *prometheus.CounterVec
@@ -36,6 +37,10 @@ func newMetrics() *metrics {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecar_requests_total", Help: "HTTP requests by route and status.",
 		}, []string{"route", "status"}),
+		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sidecar_request_duration_seconds", Help: "Time to answer a request, by route, face and status.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"route", "face", "status"}),
 		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidecar_cache_hits_total", Help: "Inputs (embed) or whole answers (rerank) found in a cache layer.",
 		}, []string{"cache", "layer"}),
@@ -83,7 +88,7 @@ func newMetrics() *metrics {
 			Name: "sidecar_upstream_retries_total", Help: "Work sent to TEI again, by pool and why: split (a batch refused for one input), smaller (over the payload limit), backpressure (429), elsewhere (the replica failed).",
 		}, []string{"pool", "reason"}),
 	}
-	m.reg.MustRegister(m.requests, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.coalesced, m.nonFinite,
+	m.reg.MustRegister(m.requests, m.requestDuration, m.cacheHits, m.cacheMisses, m.cacheEvictions, m.coalesced, m.nonFinite,
 		m.upstreamCalls, m.upstreamInputs, m.upstreamLatency, m.breakerState, m.breakerTransition,
 		m.replicaState, m.queueInputs, m.inflightInputs, m.concurrencyLimit, m.retries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -68,6 +68,10 @@ func rerankKey(info *tei.Info, p rerankParams) key {
 // and TEI's order otherwise.
 func (s *Server) rerank(ctx context.Context, p *pool, rp rerankParams, ro reqOpts) (*rankResult, cacheCount, error) {
 	cc := cacheCount{total: 1}
+	ri := infoOf(ctx)
+	ri.inputs += len(rp.texts)
+	ri.prio = ro.prio.String()
+	defer func() { ri.hits += cc.hits }()
 	if len(rp.texts) == 0 {
 		return nil, cc, errEmptyTexts
 	}
@@ -83,7 +87,7 @@ func (s *Server) rerank(ctx context.Context, p *pool, rp rerankParams, ro reqOpt
 			return r, cc, nil
 		}
 		if s.shared != nil {
-			if v := s.shared.Get(ctx, [][32]byte{k})[0]; v != nil {
+			if v := s.sharedGet(ctx, [][32]byte{k})[0]; v != nil {
 				if ranks, err := tei.ParseRanks(v, len(rp.texts)); err == nil {
 					r := s.rankCache.add(k, newRankResult(ranks, append([]byte(nil), v...)))
 					s.m.cacheHits.WithLabelValues("rerank", "redis").Inc()
@@ -96,13 +100,10 @@ func (s *Server) rerank(ctx context.Context, p *pool, rp rerankParams, ro reqOpt
 	if s.rankCache != nil || s.shared != nil {
 		s.m.cacheMisses.WithLabelValues("rerank").Inc()
 	}
-	f := &flight{key: k, keyed: true, prio: interactive, rerank: newRerankWork(rp)}
+	f := &flight{key: k, keyed: true, prio: ro.prio, origin: originOf(ctx), rerank: newRerankWork(rp)}
 	f.keep.Store(!ro.noStore)
 	w := newWaiter(1)
-	if err := p.submit(ctx, w, []*flight{f}); err != nil {
-		return nil, cc, err
-	}
-	if err := p.await(ctx, w); err != nil {
+	if err := s.wait(ctx, p, w, []*flight{f}); err != nil {
 		return nil, cc, err
 	}
 	if f = w.flights[0]; f.err != nil {

@@ -12,6 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tei-sidecar/tei-sidecar/tei"
 )
 
@@ -302,12 +306,24 @@ func (sc *scheduler) run(c *teiCall) {
 		})
 		defer t.Stop()
 	}
-	route, err := sc.exec(c)
+	route := c.route()
+	var ts trace.Span
+	c.ctx, ts = sc.p.s.callContext(c.ctx, c, route)
+	err := sc.exec(c)
 	d := time.Since(start)
 	c.took = d
 	if err != nil && c.hung.Load() {
 		err = &tei.TransportError{Kind: tei.KindTimeout, Err: fmt.Errorf("no answer in %s: trying another replica", c.failover)}
 	}
+	attempts := 0
+	for _, f := range c.flights {
+		attempts = max(attempts, f.attempts+1)
+	}
+	ts.SetAttributes(attribute.String("sidecar.outcome", outcomeOf(err)), attribute.Int("sidecar.attempt", attempts))
+	if err != nil {
+		ts.SetStatus(codes.Error, outcomeOf(err))
+	}
+	ts.End()
 	c.report(err)
 	var te *tei.Error
 	if err == nil || errors.As(err, &te) {
@@ -321,8 +337,20 @@ func (sc *scheduler) run(c *teiCall) {
 	sc.finish(c, err)
 }
 
+// route is the TEI route c calls.
+func (c *teiCall) route() string {
+	f := c.flights[0]
+	switch {
+	case f.embed != nil:
+		return f.embed.batch.route
+	case f.rerank != nil:
+		return "/rerank"
+	}
+	return f.pass.path
+}
+
 // exec sends c's request and reads the answer into c.
-func (sc *scheduler) exec(c *teiCall) (route string, err error) {
+func (sc *scheduler) exec(c *teiCall) (err error) {
 	f := c.flights[0]
 	cl := c.r.client
 	switch {
@@ -343,23 +371,23 @@ func (sc *scheduler) exec(c *teiCall) (route string, err error) {
 		c.body = append(body, b.tail...)
 		c.resp, err = cl.Do(c.ctx, http.MethodPost, b.route, c.body)
 		if err != nil {
-			return b.route, err
+			return err
 		}
 		c.items, err = tei.SplitItems(c.resp.Body, make([][]byte, 0, len(c.flights)))
 		if err == nil && len(c.items) != len(c.flights) {
 			err = fmt.Errorf("%d items for %d inputs", len(c.items), len(c.flights))
 		}
 		if err != nil {
-			return b.route, &tei.TransportError{Kind: tei.KindOther, Err: fmt.Errorf("%s response: %w", b.route, err)}
+			return &tei.TransportError{Kind: tei.KindOther, Err: fmt.Errorf("%s response: %w", b.route, err)}
 		}
-		return b.route, nil
+		return nil
 	case f.rerank != nil:
 		c.body = f.rerank.body(c.span)
 		c.ranks, c.resp, err = cl.RerankBody(c.ctx, c.body, c.span.hi-c.span.lo)
-		return "/rerank", err
+		return err
 	}
 	c.resp, err = cl.Do(c.ctx, f.pass.method, f.pass.path, f.pass.body)
-	return f.pass.path, err
+	return err
 }
 
 // finish records c's outcome: results for its flights, or what its failure

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tei-sidecar/tei-sidecar/sharedcache"
 	"github.com/tei-sidecar/tei-sidecar/tei"
@@ -28,11 +30,13 @@ type Server struct {
 	embedP *pool
 	rankP  *pool // the embedding pool when no reranker is configured
 
-	opts      []tei.Option // for every replica's client
-	tokens    tokenDigests
-	cache     *lruCache[*entry]
-	rankCache *lruCache[*rankResult]
-	shared    *sharedcache.Cache // nil: no second layer
+	opts       []tei.Option // for every replica's client
+	tracer     trace.Tracer
+	propagator propagation.TextMapPropagator
+	tokens     tokenDigests
+	cache      *lruCache[*entry]
+	rankCache  *lruCache[*rankResult]
+	shared     *sharedcache.Cache // nil: no second layer
 
 	ctx    context.Context // owns background goroutines
 	stop   context.CancelFunc
@@ -67,11 +71,20 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.APIKey != "" {
 		s.opts = append(s.opts, tei.WithAPIKey(cfg.APIKey))
 	}
-	hc := &http.Client{Transport: tei.NewTransport()}
+	var rt http.RoundTripper = tei.NewTransport()
 	if cfg.Transport != nil {
-		hc = &http.Client{Transport: cfg.Transport}
+		rt = cfg.Transport
 	}
-	s.opts = append(s.opts, tei.WithHTTPClient(hc))
+	s.tracer, s.propagator = noopTracer, propagation.TraceContext{}
+	if tp := cfg.TracerProvider; tp != nil {
+		s.tracer = tp.Tracer("github.com/tei-sidecar/tei-sidecar/proxy")
+		s.propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+		rt = otelhttp.NewTransport(rt, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(s.propagator),
+			// Only calls made for a request: the probers' /info checks
+			// would be a root trace every 30 s.
+			otelhttp.WithFilter(func(r *http.Request) bool { return trace.SpanContextFromContext(r.Context()).IsValid() }))
+	}
+	s.opts = append(s.opts, tei.WithHTTPClient(&http.Client{Transport: headerTransport{rt}}))
 	s.embedP = newPool(s, "embed")
 	s.rankP = s.embedP
 	if len(cfg.RerankURLs) > 0 {
@@ -296,27 +309,5 @@ func (s *Server) started(p *pool, fail func(echo.Context, error) error) echo.Mid
 			}
 			return next(c)
 		}
-	}
-}
-
-// observe counts requests by route and status and gives each request its
-// one deadline.
-func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		if s.cfg.RequestTimeout > 0 {
-			ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.RequestTimeout)
-			defer cancel()
-			c.SetRequest(c.Request().WithContext(ctx))
-		}
-		err := next(c)
-		if err != nil {
-			c.Error(err)
-		}
-		route := c.Path()
-		if route == "" {
-			route = "unmatched"
-		}
-		s.m.requests.WithLabelValues(route, strconv.Itoa(c.Response().Status)).Inc()
-		return nil
 	}
 }

@@ -202,12 +202,12 @@ func checkPredict(body []byte) (int, error) {
 // pass sends one call of n inputs through p's scheduler as the client
 // wrote it.
 func (s *Server) pass(ctx context.Context, p *pool, method, path string, body []byte, n int, prio priority) (*tei.Response, error) {
-	f := &flight{prio: prio, pass: &passWork{method: method, path: path, body: body, n: n}}
+	f := &flight{prio: prio, origin: originOf(ctx), pass: &passWork{method: method, path: path, body: body, n: n}}
+	ri := infoOf(ctx)
+	ri.inputs += n
+	ri.prio = prio.String()
 	w := newWaiter(1)
-	if err := p.submit(ctx, w, []*flight{f}); err != nil {
-		return nil, err
-	}
-	if err := p.await(ctx, w); err != nil {
+	if err := s.wait(ctx, p, w, []*flight{f}); err != nil {
 		return nil, err
 	}
 	if f.err != nil {

@@ -65,6 +65,7 @@ type serveCmd struct {
 	QueueInputs         int           `name:"queue-inputs" env:"QUEUE_INPUTS" default:"${queue_inputs}" help:"Inputs that may wait in the sidecar's scheduler; 0 answers 429 at once when TEI is full."`
 	InteractiveMax      int           `name:"priority-interactive-max-inputs" env:"PRIORITY_INTERACTIVE_MAX_INPUTS" default:"${priority_interactive_max_inputs}" help:"Requests of at most this many inputs are queries and go ahead of bulk work."`
 	AllowRaise          bool          `name:"priority-allow-raise" env:"PRIORITY_ALLOW_RAISE" help:"Let 'X-Priority: interactive' raise a request above bulk work (by default X-Priority can only lower it)."`
+	AccessLog           bool          `name:"access-log" env:"ACCESS_LOG" default:"true" negatable:"" help:"One log line per API request: route, status, duration, inputs, cache hits, upstream time, request and trace ids (never a text or a token)."`
 	Adaptive            bool          `name:"adaptive-concurrency" env:"ADAPTIVE_CONCURRENCY" default:"true" negatable:"" help:"Keep only as many inputs in flight to each TEI as it needs to stay busy (measured), the rest queued in the sidecar where queries go first; --no-adaptive-concurrency keeps up to TEI's max_concurrent_requests in flight."`
 	BulkShare           float64       `name:"priority-bulk-share" env:"PRIORITY_BULK_SHARE" default:"${priority_bulk_share}" help:"Least share of TEI calls bulk work gets while queries wait, in (0, 1]."`
 	BreakerFailures     int           `name:"breaker-failures" env:"BREAKER_FAILURES" default:"${breaker_failures}" help:"Consecutive failures of a TEI replica that open its circuit breaker."`
@@ -92,7 +93,7 @@ func (c *serveCmd) config(embedURLs, rerankURLs []string, plugin *plan.PluginSet
 		CacheSize: proxy.DefaultConfig().CacheSize, CacheBytes: c.CacheMaxBytes,
 		RerankCacheSize: c.RerankCacheSize, RerankCacheBytes: c.RerankCacheMaxBytes,
 		RequestTimeout: c.RequestTimeout, BodyLimit: c.PayloadLimit, QueueInputs: c.QueueInputs,
-		PriorityInteractiveMaxInputs: c.InteractiveMax, PriorityAllowRaise: c.AllowRaise, BulkShare: c.BulkShare, AdaptiveConcurrency: c.Adaptive,
+		PriorityInteractiveMaxInputs: c.InteractiveMax, PriorityAllowRaise: c.AllowRaise, BulkShare: c.BulkShare, AdaptiveConcurrency: c.Adaptive, AccessLog: c.AccessLog,
 		BreakerFailures: c.BreakerFailures, BreakerOpenFor: c.BreakerOpenFor, StartupTimeout: c.StartupTimeout,
 		BearerTokens: splitList(c.BearerToken), MetricsAuth: c.MetricsAuth, ModelAliases: c.ModelAliases,
 		RerankEnable: c.Settings.RerankEnable == nil || *c.Settings.RerankEnable,
@@ -312,6 +313,21 @@ type launchSet struct {
 // back-off. On SIGTERM it drains in-flight requests, then stops what it
 // launched.
 func (c *serveCmd) serve(g *globals, cfg proxy.Config, l launchSet) error {
+	tp, err := tracerProvider(g.ctx, os.Getenv)
+	if err != nil {
+		return exitError{code: 2, msg: err.Error()}
+	}
+	if tp != nil {
+		cfg.TracerProvider = tp
+		g.log.Info("tracing on: spans go to the OTLP exporter the OTEL_* variables name")
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tp.Shutdown(ctx); err != nil {
+				g.log.Warn("flushing the last spans", "err", err.Error())
+			}
+		}()
+	}
 	hcfg := c.httpConfig()
 	ln, err := proxy.Listen(c.Listen, hcfg)
 	if err != nil {
