@@ -408,7 +408,9 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 			}
 			if f.keyed && f.keep.Load() {
 				entries[i] = p.s.cache.add(f.key, entries[i])
-				p.s.shared.Put(f.key, encodeEntry(entries[i]))
+				if p.s.shared != nil {
+					p.s.shared.Put(f.key, encodeEntry(entries[i]))
+				}
 			}
 		}
 	}
