@@ -68,6 +68,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tei-sidecar: %v\n", err)
 		return 2
 	}
+	// Bare tei-sidecar and `tei-sidecar help [command]` print the help:
+	// every command with a one-line summary, or the command's flags.
+	switch {
+	case len(args) == 0:
+		args = []string{"--help"}
+	case args[0] == "help":
+		args = append(args[1:], "--help")
+	}
 	kctx, code, done := parse(parser, args)
 	if done {
 		return code
