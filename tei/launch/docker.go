@@ -427,6 +427,37 @@ func gpuRequests(ids []int) []container.DeviceRequest {
 	return []container.DeviceRequest{{Driver: "nvidia", DeviceIDs: s, Capabilities: [][]string{{"gpu"}}}}
 }
 
+// composeVolumeLabels make the default model cache volume, when the sidecar
+// creates it, look like compose.yaml's own volume model-cache of project
+// tei-sidecar, so that a later `docker compose up` uses it without warning
+// that it "already exists but was not created by Docker Compose" (and
+// `docker compose down --volumes` removes it, as it would have).
+var composeVolumeLabels = map[string]string{
+	"com.docker.compose.project": "tei-sidecar",
+	"com.docker.compose.volume":  "model-cache",
+	LabelManagedBy:               "tei-sidecar",
+}
+
+// ensureVolume creates the model cache volume, when it is one and does not
+// exist yet, rather than let Docker create it bare when mounting it.
+func (d *Docker) ensureVolume(ctx context.Context) error {
+	name := d.opts.ModelCache
+	if filepath.IsAbs(name) {
+		return nil
+	}
+	if _, err := d.api.VolumeInspect(ctx, name, client.VolumeInspectOptions{}); err == nil || !cerrdefs.IsNotFound(err) {
+		return nil // there already, or Docker will say what is wrong when mounting it
+	}
+	opts := client.VolumeCreateOptions{Name: name, Labels: map[string]string{LabelManagedBy: "tei-sidecar"}}
+	if name == DefaultModelVolume {
+		opts.Labels = composeVolumeLabels
+	}
+	if _, err := d.api.VolumeCreate(ctx, opts); err != nil && !cerrdefs.IsConflict(err) {
+		return fmt.Errorf("creating the model cache volume %s: %w", name, err)
+	}
+	return nil
+}
+
 // cacheMount mounts the model cache at /data.
 func (d *Docker) cacheMount() mount.Mount {
 	if filepath.IsAbs(d.opts.ModelCache) {
@@ -496,6 +527,9 @@ func (d *Docker) start(ctx context.Context, hash string, eff plan.Plan, adj adju
 		if err := os.MkdirAll(d.opts.ModelCache, 0o755); err != nil {
 			return nil, fmt.Errorf("TEI_MODEL_CACHE: %w", err)
 		}
+	}
+	if err := d.ensureVolume(ctx); err != nil {
+		return nil, err
 	}
 	hostPort := ""
 	if att.network == "" {

@@ -427,3 +427,29 @@ func TestAttachmentRetries(t *testing.T) {
 		t.Errorf("%d look-ups, want the second call to ask again", n)
 	}
 }
+
+// TestDockerCreatesTheModelVolume is a regression test: Docker created the
+// model cache volume bare when mounting it, so a later `docker compose up`
+// warned that it "already exists but was not created by Docker Compose".
+// The launcher creates it itself, labelled.
+func TestDockerCreatesTheModelVolume(t *testing.T) {
+	dockertest.Require(t)
+	name := fmt.Sprintf("teitest-models-%d", time.Now().UnixNano())
+	d := dockerLauncher(t, DockerOptions{ModelCache: name})
+	t.Cleanup(func() { _, _ = d.api.VolumeRemove(context.Background(), name, client.VolumeRemoveOptions{Force: true}) })
+	for range 2 { // the second finds it there
+		if err := d.ensureVolume(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := d.api.VolumeInspect(t.Context(), name, client.VolumeInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Volume.Labels[LabelManagedBy] != "tei-sidecar" {
+		t.Errorf("labels %v", v.Volume.Labels)
+	}
+	if composeVolumeLabels["com.docker.compose.project"] != "tei-sidecar" || composeVolumeLabels["com.docker.compose.volume"] != "model-cache" {
+		t.Errorf("the default volume's labels %v do not name compose.yaml's project and volume", composeVolumeLabels)
+	}
+}
