@@ -572,6 +572,7 @@ func (c *serveCmd) printLaunch(ctx context.Context, w io.Writer, res plan.Result
 		if d.Kind == "docker" {
 			row("container", d.Name)
 			row("image", d.Program)
+			row("image here", d.Image)
 		} else {
 			row("binary", d.Program)
 		}

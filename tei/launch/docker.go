@@ -798,6 +798,17 @@ func (d *Docker) Describe(ctx context.Context, p plan.Plan) Description {
 		desc.Address = fmt.Sprintf("http://%s:%d on the sidecar's Docker network %s; no port published", desc.Name, p.Port, att.network)
 	default:
 		desc.Address = fmt.Sprintf("127.0.0.1:<a free port, reserved at start> -> %d/tcp (loopback only)", p.Port)
+		if att.unknown {
+			desc.Address += "; the sidecar runs in a container this engine does not know, so TEI is published as on a host"
+		}
+	}
+	switch _, err := d.api.ImageInspect(ctx, p.Image); {
+	case err == nil:
+		desc.Image = "present locally"
+	case cerrdefs.IsNotFound(err):
+		desc.Image = "not present locally: it will be pulled at start (or `docker load` it where no registry is reachable)"
+	default:
+		desc.Image = "unknown: " + err.Error()
 	}
 	return desc
 }

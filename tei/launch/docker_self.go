@@ -21,6 +21,9 @@ type attachment struct {
 	// under its container name; nothing is published. Empty means the
 	// sidecar runs on the host and TEI publishes its port on 127.0.0.1.
 	network string
+	// unknown is set when the sidecar runs in a container this engine
+	// does not know (Docker in the same container or VM).
+	unknown bool
 }
 
 // ErrSetup marks an error no retry can fix: the sidecar's own set-up
@@ -74,9 +77,11 @@ func (d *Docker) findNetwork(ctx context.Context, join bool) (attachment, error)
 		// This process is in a container, but not one of this engine's:
 		// the engine shares its network (Docker in the same container or
 		// VM), so TEI is reached on loopback as on a host.
-		d.log.Warn("tei-sidecar runs in a container this Docker engine does not know: publishing TEI on 127.0.0.1 as on a host; " +
-			"if TEI is then unreachable, mount the engine's socket into the sidecar's container and keep its default hostname")
-		return attachment{}, nil
+		if join { // a dry run says it in its report instead
+			d.log.Warn("tei-sidecar runs in a container this Docker engine does not know: publishing TEI on 127.0.0.1 as on a host; " +
+				"if TEI is then unreachable, mount the engine's socket into the sidecar's container and keep its default hostname")
+		}
+		return attachment{unknown: true}, nil
 	}
 	network, ok, err := networkFor(*self)
 	if err != nil {

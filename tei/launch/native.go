@@ -321,5 +321,8 @@ type Description struct {
 	ModelCache string
 	// Address says where TEI is reachable.
 	Address string
+	// Image says whether a Docker image is present locally; empty for a
+	// native process.
+	Image string
 	Labels  map[string]string
 }
