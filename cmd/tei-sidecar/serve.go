@@ -45,10 +45,10 @@ type serveCmd struct {
 	FallbackCPU bool          `name:"fallback-cpu" env:"TEI_FALLBACK_CPU" help:"Run TEI's CPU image when Docker cannot give containers a GPU (no NVIDIA Container Toolkit)."`
 	ModelCache  string        `name:"model-cache" env:"TEI_MODEL_CACHE" help:"Where TEI keeps downloaded models: a Docker volume name or an absolute host directory (default: the volume tei-sidecar-models; process mode: TEI's own cache unless a directory is given)."`
 	TEIBinary   string        `name:"tei-binary" env:"TEI_BINARY" help:"TEI's router program for --launch process (default: text-embeddings-router on PATH)."`
-	Project     string        `name:"project" env:"TEI_PROJECT" default:"tei" help:"Names TEI's containers (<project>-embed, <project>-embed-1, …, <project>-rerank); sidecars with different projects leave each other's containers alone."`
-	HealthEvery time.Duration `name:"health-interval" env:"TEI_HEALTH_INTERVAL" default:"5s" help:"Time between the supervisor's /health checks of a launched TEI."`
-	HealthFails int           `name:"health-failures" env:"TEI_HEALTH_FAILURES" default:"3" help:"Failed health checks in a row after which a launched TEI is restarted."`
-	RestartMax  time.Duration `name:"restart-max-backoff" env:"TEI_RESTART_MAX_BACKOFF" default:"1m" help:"Longest wait between restarts of a failing TEI (the wait doubles from 1s)."`
+	Project     string        `name:"project" env:"TEI_PROJECT" default:"${tei_project}" help:"Names TEI's containers (<project>-embed, <project>-embed-1, …, <project>-rerank); sidecars with different projects leave each other's containers alone."`
+	HealthEvery time.Duration `name:"health-interval" env:"TEI_HEALTH_INTERVAL" default:"${tei_health_interval}" help:"Time between the supervisor's /health checks of a launched TEI."`
+	HealthFails int           `name:"health-failures" env:"TEI_HEALTH_FAILURES" default:"${tei_health_failures}" help:"Failed health checks in a row after which a launched TEI is restarted."`
+	RestartMax  time.Duration `name:"restart-max-backoff" env:"TEI_RESTART_MAX_BACKOFF" default:"${tei_restart_max_backoff}" help:"Longest wait between restarts of a failing TEI (the wait doubles from 1s)."`
 
 	TEIEmbedURL  string        `name:"tei-embed-url" env:"TEI_EMBED_URL" help:"Base URLs of embedding TEIs already running, comma-separated (one pool of replicas), e.g. http://127.0.0.1:3000; dns+http://name:port stands for every address name resolves to. Nothing is launched."`
 	TEIRerankURL string        `name:"tei-rerank-url" env:"TEI_RERANK_URL" help:"Base URLs of the reranking TEIs, comma-separated; empty sends rerank calls to the embedding TEI."`
@@ -65,8 +65,8 @@ type serveCmd struct {
 	QueueInputs         int           `name:"queue-inputs" env:"QUEUE_INPUTS" default:"${queue_inputs}" help:"Inputs that may wait in the sidecar's scheduler; 0 answers 429 at once when TEI is full."`
 	InteractiveMax      int           `name:"priority-interactive-max-inputs" env:"PRIORITY_INTERACTIVE_MAX_INPUTS" default:"${priority_interactive_max_inputs}" help:"Requests of at most this many inputs are queries and go ahead of bulk work."`
 	AllowRaise          bool          `name:"priority-allow-raise" env:"PRIORITY_ALLOW_RAISE" help:"Let 'X-Priority: interactive' raise a request above bulk work (by default X-Priority can only lower it)."`
-	AccessLog           bool          `name:"access-log" env:"ACCESS_LOG" default:"true" negatable:"" help:"One log line per API request: route, status, duration, inputs, cache hits, upstream time, request and trace ids (never a text or a token)."`
-	Adaptive            bool          `name:"adaptive-concurrency" env:"ADAPTIVE_CONCURRENCY" default:"true" negatable:"" help:"Keep only as many inputs in flight to each TEI as it needs to stay busy (measured), the rest queued in the sidecar where queries go first; --no-adaptive-concurrency keeps up to TEI's max_concurrent_requests in flight."`
+	AccessLog           bool          `name:"access-log" env:"ACCESS_LOG" default:"${access_log}" negatable:"" help:"One log line per API request: route, status, duration, inputs, cache hits, upstream time, request and trace ids (never a text or a token)."`
+	Adaptive            bool          `name:"adaptive-concurrency" env:"ADAPTIVE_CONCURRENCY" default:"${adaptive_concurrency}" negatable:"" help:"Keep only as many inputs in flight to each TEI as it needs to stay busy (measured), the rest queued in the sidecar where queries go first; --no-adaptive-concurrency keeps up to TEI's max_concurrent_requests in flight."`
 	BulkShare           float64       `name:"priority-bulk-share" env:"PRIORITY_BULK_SHARE" default:"${priority_bulk_share}" help:"Least share of TEI calls bulk work gets while queries wait, in (0, 1]."`
 	BreakerFailures     int           `name:"breaker-failures" env:"BREAKER_FAILURES" default:"${breaker_failures}" help:"Consecutive failures of a TEI replica that open its circuit breaker."`
 	BreakerOpenFor      time.Duration `name:"breaker-open-for" env:"BREAKER_OPEN_FOR" default:"${breaker_open_for}" help:"How long an open breaker fails fast before probing TEI again."`
@@ -144,8 +144,15 @@ func (c *serveCmd) httpConfig() proxy.HTTPConfig {
 // the proxy's DefaultConfig so that they are written in one place.
 func defaultVars() kong.Vars {
 	d, h, r := proxy.DefaultConfig(), proxy.DefaultHTTPConfig(), sharedcache.DefaultConfig()
+	sup := launch.DefaultSuperviseOptions()
 	i := func(n int64) string { return strconv.FormatInt(n, 10) }
 	return kong.Vars{
+		"tei_project":                     launch.DefaultProject,
+		"tei_health_interval":             sup.HealthEvery.String(),
+		"tei_health_failures":             i(int64(sup.Failures)),
+		"tei_restart_max_backoff":         sup.RestartMax.String(),
+		"access_log":                      strconv.FormatBool(d.AccessLog),
+		"adaptive_concurrency":            strconv.FormatBool(d.AdaptiveConcurrency),
 		"cache_namespace":                 r.Namespace,
 		"cache_redis_timeout":             r.Timeout.String(),
 		"cache_redis_write_timeout":       r.WriteTimeout.String(),

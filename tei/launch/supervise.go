@@ -42,18 +42,25 @@ type SuperviseOptions struct {
 	RestartMax time.Duration
 }
 
+// DefaultSuperviseOptions returns the defaults documented on
+// SuperviseOptions.
+func DefaultSuperviseOptions() SuperviseOptions {
+	return SuperviseOptions{HealthEvery: 5 * time.Second, Failures: 3, RestartMin: time.Second, RestartMax: time.Minute}
+}
+
 func (o SuperviseOptions) withDefaults() SuperviseOptions {
+	d := DefaultSuperviseOptions()
 	if o.HealthEvery <= 0 {
-		o.HealthEvery = 5 * time.Second
+		o.HealthEvery = d.HealthEvery
 	}
 	if o.Failures <= 0 {
-		o.Failures = 3
+		o.Failures = d.Failures
 	}
 	if o.RestartMin <= 0 {
-		o.RestartMin = time.Second
+		o.RestartMin = d.RestartMin
 	}
 	if o.RestartMax <= 0 {
-		o.RestartMax = time.Minute
+		o.RestartMax = d.RestartMax
 	}
 	o.RestartMax = max(o.RestartMax, o.RestartMin)
 	return o
