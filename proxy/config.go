@@ -1,6 +1,6 @@
-// Package proxy serves TEI's API, OpenAI's embeddings API, a Cohere-style
-// rerank and the retrieval plugin's own calls in front of pools of TEI
-// replicas, through a per-text cache, with coalescing, a scheduler that
+// Package proxy serves TEI's API, OpenAI's embeddings API, Cohere's and
+// Jina's embed and rerank, and the retrieval plugin's own calls in front of
+// pools of TEI replicas, through a per-text cache, with coalescing, a scheduler that
 // batches and prioritises work, batch splitting, failover and a circuit
 // breaker per replica.
 package proxy

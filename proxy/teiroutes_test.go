@@ -229,3 +229,17 @@ func TestAppendF32MatchesSerde(t *testing.T) {
 		})
 	}
 }
+
+// TestErrorsAreNotHTMLEscaped is a regression test: the sidecar wrote its
+// own JSON with encoding/json, which escapes <, > and & (as \u003e), so
+// an error it answers in TEI's place ("batch size 5 > maximum allowed
+// batch size 4") differed from TEI's bytes, which serde_json writes as
+// they are.
+func TestErrorsAreNotHTMLEscaped(t *testing.T) {
+	_, dense := startSim(t, "--model-id", "BAAI/bge-small-en-v1.5", "--max-client-batch-size", "4")
+	_, p := startProxy(t, testConfig(dense))
+	st, _, b := post(t, p, "/decode", `{"ids":[[1],[2],[3],[4],[5]]}`)
+	if want := `{"error":"batch size 5 > maximum allowed batch size 4","error_type":"Validation"}`; st != 422 || string(b) != want {
+		t.Errorf("%d %s, want 422 %s", st, b, want)
+	}
+}
