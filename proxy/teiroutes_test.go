@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/tei-sidecar/tei-sidecar/tests/redistest"
 )
 
 // classifier is the simulator's flags for a two-label classifier.
@@ -241,5 +243,25 @@ func TestErrorsAreNotHTMLEscaped(t *testing.T) {
 	st, _, b := post(t, p, "/decode", `{"ids":[[1],[2],[3],[4],[5]]}`)
 	if want := `{"error":"batch size 5 > maximum allowed batch size 4","error_type":"Validation"}`; st != 422 || string(b) != want {
 		t.Errorf("%d %s, want 422 %s", st, b, want)
+	}
+}
+
+// TestPredictSharedThroughRedis: a /predict one sidecar computed, another
+// answers from Redis, byte for byte, without calling TEI.
+func TestPredictSharedThroughRedis(t *testing.T) {
+	redis := redistest.Start(t)
+	_, cnt, cls := startCounted(t, classifier...)
+	a, pa := sharedProxy(t, cls, redis.URL(), nil)
+	_, pb := sharedProxy(t, cls, redis.URL(), nil)
+	body := `{"inputs":[["shared"],["a","pair"]]}`
+	st, _, first := post(t, pa, "/predict", body)
+	if st != 200 {
+		t.Fatalf("%d %s", st, first)
+	}
+	flush(t, a)
+	calls := cnt.count("/predict")
+	st, h, second := post(t, pb, "/predict", body)
+	if st != 200 || h.Get("X-Cache") != "HIT" || !bytes.Equal(first, second) || cnt.count("/predict") != calls {
+		t.Errorf("second sidecar: %d X-Cache %q, %d TEI calls\n%s\nwant\n%s", st, h.Get("X-Cache"), cnt.count("/predict")-calls, second, first)
 	}
 }
