@@ -5,29 +5,33 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/labstack/echo/v4"
 )
 
 // cohereRequest is the body of Cohere's rerank (v1 and v2) and Jina's,
-// which share it: documents are strings or {"text": ...} objects.
+// which share it. Documents are strings, or in v1 and Jina objects of
+// string fields, ranked on rank_fields (default text) and answered whole.
+// max_chunks_per_doc (v1), max_tokens_per_doc and priority (v2) are
+// accepted and ignored: TEI truncates each pair at the model's
+// max_input_length.
 type cohereRequest struct {
 	Model           *string          `json:"model"`
 	Query           *string          `json:"query"`
 	Documents       []jsontext.Value `json:"documents"`
 	TopN            *int             `json:"top_n"`
+	RankFields      []string         `json:"rank_fields"`
 	ReturnDocuments *bool            `json:"return_documents"`
 }
 
 type cohereResult struct {
-	Index          int             `json:"index"`
-	RelevanceScore float64         `json:"relevance_score"`
-	Document       *cohereDocument `json:"document,omitempty"`
-}
-
-type cohereDocument struct {
-	Text string `json:"text"`
+	Index          int     `json:"index"`
+	RelevanceScore float64 `json:"relevance_score"`
+	// Document is the document as the caller sent it (an object with all
+	// its fields), or {"text": ...} for a string.
+	Document jsontext.Value `json:"document,omitempty"`
 }
 
 // cohereResponse carries Cohere's fields and Jina's (model, usage), so
@@ -40,17 +44,73 @@ type cohereResponse struct {
 	Usage   cohereUsage    `json:"usage"`
 }
 
+// cohereMeta is Cohere's meta. BilledUnits' fields are those of the call:
+// search units for a rerank, input tokens for an embed.
 type cohereMeta struct {
 	APIVersion struct {
 		Version string `json:"version"`
 	} `json:"api_version"`
-	BilledUnits struct {
-		SearchUnits int `json:"search_units"`
-	} `json:"billed_units"`
+	BilledUnits cohereBilledUnits `json:"billed_units"`
+}
+
+type cohereBilledUnits struct {
+	InputTokens *int `json:"input_tokens,omitempty"`
+	SearchUnits *int `json:"search_units,omitempty"`
 }
 
 type cohereUsage struct {
 	TotalTokens int `json:"total_tokens"`
+}
+
+// cohereBad is a request Cohere would refuse: 400 {"message"}.
+func cohereBad(param, format string, args ...any) error {
+	return &requestError{status: http.StatusBadRequest, typ: "invalid_request_error", param: param, msg: fmt.Sprintf(format, args...)}
+}
+
+// cohereNotFound words an unknown model as Cohere does.
+func cohereNotFound(served []string) func(string) string {
+	return func(name string) string {
+		return fmt.Sprintf("model '%s' not found, make sure the correct model ID was used; this server serves %s", name, strings.Join(served, ", "))
+	}
+}
+
+// textDocument is a string document as Cohere answers it.
+func textDocument(text string) jsontext.Value {
+	return append(appendJSONString([]byte(`{"text":`), text), '}')
+}
+
+// rankText is the text a document is ranked on: a string as it is; an
+// object's rank field alone, or with several rank fields each as a
+// "field: value" line in rank_fields order, the YAML-like form Cohere
+// recommends for structured documents.
+func rankText(doc jsontext.Value, fields []string, i int) (text string, whole jsontext.Value, err error) {
+	var str string
+	if jsonUnmarshal(doc, &str) == nil {
+		return str, textDocument(str), nil
+	}
+	var obj map[string]jsontext.Value
+	if jsonUnmarshal(doc, &obj) != nil {
+		return "", nil, cohereBad("documents", `documents[%d] must be a string or an object of string fields such as {"text": ...}`, i)
+	}
+	if len(fields) == 0 {
+		fields = []string{"text"}
+	}
+	var b strings.Builder
+	for j, f := range fields {
+		raw, ok := obj[f]
+		var v string
+		if !ok || jsonUnmarshal(raw, &v) != nil {
+			return "", nil, cohereBad("documents", "documents[%d] has no string field %q (a rank field)", i, f)
+		}
+		if len(fields) == 1 {
+			return v, doc, nil
+		}
+		if j > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(f + ": " + v)
+	}
+	return b.String(), doc, nil
 }
 
 // cohereRerank serves POST /v1/rerank (Cohere v1 and Jina) and /v2/rerank
@@ -65,34 +125,30 @@ func (s *Server) cohereRerank(version string) echo.HandlerFunc {
 		if err := decodeBody(body, &req); err != nil {
 			return s.cohereError(c, err)
 		}
-		bad := func(param, format string, args ...any) error {
-			return s.cohereError(c, &requestError{status: 400, typ: "invalid_request_error", param: param, msg: fmt.Sprintf(format, args...)})
-		}
 		if req.Query == nil {
-			return bad("query", "query is required")
+			return s.cohereError(c, cohereBad("query", "query is required"))
 		}
 		info := s.rankP.info()
-		if req.Model != nil && *req.Model != "" && !s.servesModel(*req.Model, info) {
-			return s.cohereError(c, &requestError{status: 404, typ: "model_not_found", param: "model",
-				msg: fmt.Sprintf("model %q not found; this server reranks with %s", *req.Model, info.ModelID)})
+		// Cohere's v2 requires a model; v1 and Jina default to the served one.
+		if err := s.checkModel(req.Model, version == "2", rankModel, info, cohereNotFound(s.modelNames(rankModel, info))); err != nil {
+			return s.cohereError(c, err)
 		}
 		texts := make([]string, len(req.Documents))
+		docs := make([]jsontext.Value, len(req.Documents))
 		for i, d := range req.Documents {
-			var str string
-			var obj struct {
-				Text *string `json:"text"`
+			if version == "2" {
+				if jsonUnmarshal(d, &texts[i]) != nil {
+					return s.cohereError(c, cohereBad("documents", "documents[%d] must be a string (v2 takes strings; format structured data as YAML)", i))
+				}
+				docs[i] = textDocument(texts[i])
+				continue
 			}
-			switch {
-			case jsonUnmarshal(d, &str) == nil:
-				texts[i] = str
-			case version == "1" && jsonUnmarshal(d, &obj) == nil && obj.Text != nil:
-				texts[i] = *obj.Text
-			default:
-				return bad("documents", "documents[%d] must be a string%s", i, map[bool]string{true: ` or {"text": ...}`}[version == "1"])
+			if texts[i], docs[i], err = rankText(d, req.RankFields, i); err != nil {
+				return s.cohereError(c, err)
 			}
 		}
 		if req.TopN != nil && *req.TopN < 1 {
-			return bad("top_n", "top_n must be at least 1, got %d", *req.TopN)
+			return s.cohereError(c, cohereBad("top_n", "top_n must be at least 1, got %d", *req.TopN))
 		}
 		res, cc, err := s.rerank(c.Request().Context(), s.rankP, rerankParams{query: *req.Query, texts: texts,
 			truncate: info.AutoTruncate, direction: "Right"}, s.requestOpts(c.Request().Header, 1))
@@ -105,13 +161,18 @@ func (s *Server) cohereRerank(version string) echo.HandlerFunc {
 			n = min(n, *req.TopN)
 		}
 		withDocs := req.ReturnDocuments != nil && *req.ReturnDocuments
-		out := cohereResponse{ID: newID(), Results: make([]cohereResult, n), Model: info.ModelID}
+		model := info.ModelID
+		if req.Model != nil && *req.Model != "" {
+			model = *req.Model
+		}
+		units := 1
+		out := cohereResponse{ID: newID(), Results: make([]cohereResult, n), Model: model}
 		out.Meta.APIVersion.Version = version
-		out.Meta.BilledUnits.SearchUnits = 1
+		out.Meta.BilledUnits.SearchUnits = &units
 		for i, r := range res.ranks[:n] {
 			out.Results[i] = cohereResult{Index: r.Index, RelevanceScore: r.Score}
 			if withDocs {
-				out.Results[i].Document = &cohereDocument{Text: texts[r.Index]}
+				out.Results[i].Document = docs[r.Index]
 			}
 		}
 		return writeJSON(c, http.StatusOK, out)

@@ -1,6 +1,6 @@
-// Package proxy serves TEI's API, OpenAI's embeddings API, a Cohere-style
-// rerank and the retrieval plugin's own calls in front of pools of TEI
-// replicas, through a per-text cache, with coalescing, a scheduler that
+// Package proxy serves TEI's API, OpenAI's embeddings API, Cohere's and
+// Jina's embed and rerank, and the retrieval plugin's own calls in front of
+// pools of TEI replicas, through a per-text cache, with coalescing, a scheduler that
 // batches and prioritises work, batch splitting, failover and a circuit
 // breaker per replica.
 package proxy
@@ -8,9 +8,11 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -114,10 +116,39 @@ type Config struct {
 	// MetricsAuth makes /metrics require a bearer token too
 	// (METRICS_AUTH, default false).
 	MetricsAuth bool
-	// ModelAliases are extra model names accepted for the embedding model
-	// on the OpenAI and Cohere faces (MODEL_ALIASES, comma-separated).
-	// Empty accepts only the served model's own id and served name.
+	// ModelAliases are extra names accepted for the embedding model
+	// (MODEL_ALIASES, comma-separated): the older spelling of
+	// EmbeddingModelAliases, merged with it. It no longer names the
+	// reranker, so that an embedding alias (text-embedding-ada-002, say)
+	// is never accepted by a rerank call. Empty adds none.
 	ModelAliases []string
+	// EmbeddingModelAliases are extra names the embedding faces (OpenAI,
+	// Cohere embed) accept for the embedding model and GET /v1/models
+	// lists (EMBEDDING_MODEL_ALIASES, comma-separated). Empty accepts only
+	// the model's own id and served name: a client that believes it calls
+	// another model must not silently get this one's vectors.
+	EmbeddingModelAliases []string
+	// RerankModelAliases are the same for the reranker, on the Cohere and
+	// Jina rerank faces (RERANK_MODEL_ALIASES, comma-separated).
+	RerankModelAliases []string
+	// ModelAcceptAny accepts any model name, and a missing one, on every
+	// face, as TEI's own /v1/embeddings does (MODEL_ACCEPT_ANY, default
+	// false).
+	ModelAcceptAny bool
+	// InputTypePrompts maps Cohere's input_type values to the names of the
+	// embedding model's prompts, sent to TEI as prompt_name
+	// (INPUT_TYPE_PROMPTS, e.g. search_query=query,search_document=passage).
+	// An input_type not in the map is accepted and ignored; empty ignores
+	// every one, right for models without prompts (bge-m3).
+	InputTypePrompts map[string]string
+
+	// CORSAllowOrigins are the browser origins allowed to call the
+	// sidecar (CORS_ALLOW_ORIGIN, comma-separated, or * for any), as TEI's
+	// --cors-allow-origin. Empty, the default, sends no CORS headers at
+	// all, unlike TEI (which allows any origin when the flag is absent):
+	// the sidecar fronts a private model, often without a token, and a web
+	// page a user happens to visit must not be able to use it.
+	CORSAllowOrigins []string
 
 	// RerankEnable turns reranking on for the plugin's rerank call
 	// (RERANK_ENABLE, default true). False returns the first final_n
@@ -231,6 +262,56 @@ func (c Config) Validate() error {
 		if t == "" {
 			return errors.New("BEARER_TOKEN has an empty token (check for a stray comma)")
 		}
+	}
+	if err := c.validateNames(); err != nil {
+		return err
+	}
+	for _, o := range c.CORSAllowOrigins {
+		if err := checkOrigin(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateNames checks the model aliases and the input_type prompts.
+func (c Config) validateNames() error {
+	for _, l := range []struct {
+		name    string
+		aliases []string
+	}{{"MODEL_ALIASES", c.ModelAliases}, {"EMBEDDING_MODEL_ALIASES", c.EmbeddingModelAliases}, {"RERANK_MODEL_ALIASES", c.RerankModelAliases}} {
+		for _, a := range l.aliases {
+			if strings.TrimSpace(a) == "" {
+				return fmt.Errorf("%s has an empty name (check for a stray comma)", l.name)
+			}
+		}
+	}
+	for _, a := range c.RerankModelAliases {
+		if slices.Contains(c.EmbeddingModelAliases, a) || slices.Contains(c.ModelAliases, a) {
+			return fmt.Errorf("%q is an alias of both models (RERANK_MODEL_ALIASES and EMBEDDING_MODEL_ALIASES or MODEL_ALIASES): give each model its own names", a)
+		}
+	}
+	for _, t := range slices.Sorted(maps.Keys(c.InputTypePrompts)) {
+		if !slices.Contains(cohereInputTypes, t) {
+			return fmt.Errorf("INPUT_TYPE_PROMPTS names input_type %q; Cohere's are %s", t, strings.Join(cohereInputTypes, ", "))
+		}
+		if c.InputTypePrompts[t] == "" {
+			return fmt.Errorf("INPUT_TYPE_PROMPTS maps %s to an empty prompt name", t)
+		}
+	}
+	return nil
+}
+
+// checkOrigin checks one CORS_ALLOW_ORIGIN entry: * or an origin as a
+// browser sends it, scheme://host[:port] with no path, so that it can
+// match.
+func checkOrigin(o string) error {
+	if o == "*" {
+		return nil
+	}
+	u, err := url.Parse(o)
+	if err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil || strings.HasSuffix(o, "/") {
+		return fmt.Errorf("CORS_ALLOW_ORIGIN %q is not an origin: write scheme://host[:port] as the browser sends it (no path, no trailing slash), or *", o)
 	}
 	return nil
 }

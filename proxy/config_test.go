@@ -39,6 +39,12 @@ func TestValidateMessages(t *testing.T) {
 		{"final n", ok(func(c *Config) { c.RerankFinalN = -1 }), "RERANK_FINAL_N must be at least 1, got -1"},
 		{"startup", ok(func(c *Config) { c.StartupTimeout = -time.Second }), "STARTUP_TIMEOUT must not be negative, got -1s"},
 		{"token", ok(func(c *Config) { c.BearerTokens = []string{"a", ""} }), "BEARER_TOKEN has an empty token (check for a stray comma)"},
+		{"empty alias", ok(func(c *Config) { c.EmbeddingModelAliases = []string{"a", ""} }), "EMBEDDING_MODEL_ALIASES has an empty name (check for a stray comma)"},
+		{"alias of both", ok(func(c *Config) { c.ModelAliases = []string{"m"}; c.RerankModelAliases = []string{"m"} }),
+			`"m" is an alias of both models (RERANK_MODEL_ALIASES and EMBEDDING_MODEL_ALIASES or MODEL_ALIASES): give each model its own names`},
+		{"input type", ok(func(c *Config) { c.InputTypePrompts = map[string]string{"query": "q"} }),
+			`INPUT_TYPE_PROMPTS names input_type "query"; Cohere's are search_document, search_query, classification, clustering`},
+		{"input type prompt", ok(func(c *Config) { c.InputTypePrompts = map[string]string{"search_query": ""} }), "INPUT_TYPE_PROMPTS maps search_query to an empty prompt name"},
 		{"valid", ok(func(*Config) {}), ""},
 	}
 	for _, tc := range tests {

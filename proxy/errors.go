@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	stdjson "encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -60,6 +63,9 @@ var (
 	errUnauthorized = &requestError{status: http.StatusUnauthorized, typ: tei.TypeUnauthorized, msg: "missing or invalid bearer token"}
 	errEmptyInputs  = &requestError{status: http.StatusBadRequest, typ: tei.TypeEmpty, msg: "Input validation error: `inputs` cannot be empty", param: "input"}
 	errEmptyTexts   = &requestError{status: http.StatusBadRequest, typ: tei.TypeEmpty, msg: "`texts` cannot be empty", param: "documents"}
+	// errEmptyBatch is TEI's handlers' refusal of an empty batch, bare of
+	// the "Input validation error: " its core adds to errEmptyInputs.
+	errEmptyBatch = &requestError{status: http.StatusBadRequest, typ: tei.TypeEmpty, msg: "`inputs` cannot be empty", param: "input"}
 	// errNonFinite is answered for an input whose embedding TEI computed
 	// with NaN or infinite values (written as null): never cached, never
 	// converted.
@@ -258,28 +264,46 @@ func (s *Server) pluginError(c echo.Context, err error) error {
 	return writeJSON(c, status, map[string]string{"detail": o.msg})
 }
 
-// writeJSON writes v without the newline echo's encoder adds: TEI's bodies
-// end with the closing brace, and so do ours.
+// writeJSON writes v as serde_json would: <, > and & as they are (not
+// HTML-escaped, as encoding/json writes them), and without the newline
+// echo's encoder adds: TEI's bodies end with the closing brace, and so do
+// ours.
 func writeJSON(c echo.Context, status int, v any) error {
-	b, err := jsonMarshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := stdjson.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		return err
 	}
-	return c.Blob(status, echo.MIMEApplicationJSON, b)
+	return c.Blob(status, echo.MIMEApplicationJSON, bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}))
 }
 
 // handleEchoError answers errors raised by echo itself (unknown route,
-// wrong method) in TEI's shape, or OpenAI's under /v1/.
+// wrong method) in the shape of the face the path belongs to: OpenAI's
+// under /v1/ (but Cohere's for its v1 routes), Cohere's under /v2/,
+// FastAPI's under /plugin/, TEI's elsewhere.
 func (s *Server) handleEchoError(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
 	}
 	var he *echo.HTTPError
-	if errors.As(err, &he) {
-		msg := fmt.Sprint(he.Message)
-		_ = writeJSON(c, he.Code, teiErrorBody{Error: msg, ErrorType: tei.TypeValidation})
+	if !errors.As(err, &he) {
+		s.log.Error("unhandled error", "err", err)
+		_ = writeJSON(c, http.StatusInternalServerError, teiErrorBody{Error: "internal error", ErrorType: tei.TypeBackend})
 		return
 	}
-	s.log.Error("unhandled error", "err", err)
-	_ = writeJSON(c, http.StatusInternalServerError, teiErrorBody{Error: "internal error", ErrorType: tei.TypeBackend})
+	r := c.Request()
+	path := r.URL.Path
+	msg := fmt.Sprint(he.Message)
+	switch {
+	case path == "/v1/rerank" || path == "/v1/embed" || strings.HasPrefix(path, "/v2/"):
+		_ = writeJSON(c, he.Code, map[string]string{"message": fmt.Sprintf("%s: %s %s", msg, r.Method, path)})
+	case strings.HasPrefix(path, "/v1/"):
+		// OpenAI's own answer to an unknown URL.
+		_ = writeJSON(c, he.Code, openAIErrorBody{Error: openAIError{Message: fmt.Sprintf("Invalid URL (%s %s)", r.Method, path), Type: "invalid_request_error"}})
+	case strings.HasPrefix(path, "/plugin/"):
+		_ = writeJSON(c, he.Code, map[string]string{"detail": msg})
+	default:
+		_ = writeJSON(c, he.Code, teiErrorBody{Error: msg, ErrorType: tei.TypeValidation})
+	}
 }

@@ -6,11 +6,10 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/labstack/echo/v4"
-
-	"github.com/tei-sidecar/tei-sidecar/tei"
 )
 
 // openAIRequest is the body of OpenAI's POST /v1/embeddings.
@@ -34,14 +33,15 @@ func (s *Server) openAIEmbeddings(c echo.Context) error {
 	if err := decodeBody(body, &req); err != nil {
 		return s.openAIError(c, err)
 	}
-	if req.Model == nil || *req.Model == "" {
-		return s.openAIError(c, &requestError{status: 400, typ: "invalid_request_error", param: "model",
-			msg: "you must provide a model parameter"})
-	}
 	info := s.embedP.info()
-	if !s.servesModel(*req.Model, info) {
-		return s.openAIError(c, &requestError{status: 404, typ: "model_not_found", param: "model",
-			msg: fmt.Sprintf("The model `%s` does not exist; this server serves %s", *req.Model, info.ModelID)})
+	if err := s.checkModel(req.Model, true, embedModel, info, func(name string) string {
+		return fmt.Sprintf("The model `%s` does not exist; this server serves %s", name, strings.Join(s.modelNames(embedModel, info), ", "))
+	}); err != nil {
+		return s.openAIError(c, err)
+	}
+	model := info.ModelID
+	if req.Model != nil && *req.Model != "" {
+		model = *req.Model // the name the caller used, as OpenAI answers
 	}
 	format := "float"
 	if req.EncodingFormat.set {
@@ -70,7 +70,7 @@ func (s *Server) openAIEmbeddings(c echo.Context) error {
 		return s.openAIError(c, err)
 	}
 	setXCache(c, cc)
-	out, err := appendOpenAI(nil, items, *req.Model, format == "base64")
+	out, err := appendOpenAI(nil, items, model, format == "base64")
 	if err != nil {
 		return s.openAIError(c, err)
 	}
@@ -115,38 +115,4 @@ func appendOpenAI(b []byte, items []*entry, model string, b64 bool) ([]byte, err
 	b = append(b, `,"total_tokens":`...)
 	b = strconv.AppendInt(b, int64(tokens), 10)
 	return append(b, `}}`...), nil
-}
-
-// servesModel reports whether name is the model of info: its id, its
-// served name, or a configured alias.
-func (s *Server) servesModel(name string, info *tei.Info) bool {
-	if name == info.ModelID || (info.ServedModelName != nil && name == *info.ServedModelName) {
-		return true
-	}
-	return slices.Contains(s.cfg.ModelAliases, name)
-}
-
-// models serves GET /v1/models: the served embedding and rerank models.
-func (s *Server) models(c echo.Context) error {
-	type model struct {
-		ID      string `json:"id"`
-		Object  string `json:"object"`
-		Created int64  `json:"created"`
-		OwnedBy string `json:"owned_by"`
-	}
-	list := struct {
-		Object string  `json:"object"`
-		Data   []model `json:"data"`
-	}{Object: "list", Data: []model{}}
-	for _, p := range s.pools() {
-		info := p.info()
-		if info == nil {
-			continue
-		}
-		id := info.ModelID
-		if !slices.ContainsFunc(list.Data, func(m model) bool { return m.ID == id }) {
-			list.Data = append(list.Data, model{ID: id, Object: "model", OwnedBy: "tei-sidecar"})
-		}
-	}
-	return writeJSON(c, http.StatusOK, list)
 }

@@ -242,6 +242,9 @@ func (s *Server) routes() *echo.Echo {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleEchoError
 	e.Use(s.observe)
+	if cors := s.cors(); cors != nil {
+		e.Use(cors)
+	}
 
 	e.GET("/health", s.health)
 	e.GET("/ready", s.ready)
@@ -269,17 +272,25 @@ func (s *Server) routes() *echo.Echo {
 			{http.MethodPost, "/embed", s.teiEmbed(dense), s.embedP},
 			{http.MethodPost, "/embed_sparse", s.teiEmbed(sparse), s.embedP},
 			{http.MethodPost, "/rerank", s.teiRerank, s.rankP},
+			{http.MethodPost, "/predict", s.teiPredict, s.embedP},
+			{http.MethodPost, "/similarity", s.teiSimilarity, s.embedP},
+			{http.MethodPost, "/embed_all", s.passThrough("/embed_all", checkEmbedAll), s.embedP},
 			{http.MethodPost, "/tokenize", s.passThrough("/tokenize", checkTokenize), s.embedP},
+			{http.MethodPost, "/decode", s.passThrough("/decode", checkDecode), s.embedP},
 			{http.MethodPost, "/", s.teiRoot, s.embedP},
+			{http.MethodPost, "/invocations", s.teiRoot, s.embedP}, // SageMaker's route, as TEI serves it
 		}},
 		{s.openAIError, []route{
 			{http.MethodPost, "/v1/embeddings", s.openAIEmbeddings, s.embedP},
 			{http.MethodPost, "/embeddings", s.openAIEmbeddings, s.embedP},
 			{http.MethodGet, "/v1/models", s.models, s.embedP},
+			{http.MethodGet, "/v1/models/*", s.model, s.embedP},
 		}},
 		{s.cohereError, []route{
 			{http.MethodPost, "/v1/rerank", s.cohereRerank("1"), s.rankP},
 			{http.MethodPost, "/v2/rerank", s.cohereRerank("2"), s.rankP},
+			{http.MethodPost, "/v1/embed", s.cohereEmbed("1"), s.embedP},
+			{http.MethodPost, "/v2/embed", s.cohereEmbed("2"), s.embedP},
 		}},
 		{s.pluginError, []route{
 			{http.MethodPost, "/plugin/embed_query", s.pluginEmbedQuery, s.embedP},

@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 
-	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/labstack/echo/v4"
 
@@ -127,22 +130,23 @@ func (s *Server) teiRoot(c echo.Context) error {
 	case tei.KindReranker:
 		return s.teiRerank(c)
 	case tei.KindClassifier:
-		return s.passThrough("/predict", checkPredict)(c)
+		return s.teiPredict(c)
 	}
 	return s.teiEmbed(dense)(c)
 }
 
 // passThrough forwards a request to the embedding pool unchanged (through
-// the scheduler, with its retries) and returns TEI's answer unchanged.
-// check decodes the body as strictly as TEI would, so that nothing TEI
-// refuses is sent, and counts its inputs (the permits the call needs).
-func (s *Server) passThrough(path string, check func([]byte) (int, error)) echo.HandlerFunc {
+// the scheduler, with its retries) and returns TEI's answer and its
+// headers unchanged. check decodes the body as strictly as TEI would, and
+// refuses what TEI would refuse for the pool's model, so that nothing TEI
+// refuses is sent; it counts the inputs (the permits the call needs).
+func (s *Server) passThrough(path string, check func(body []byte, info *tei.Info) (int, error)) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		body, err := readJSON(c, s.cfg.BodyLimit)
 		if err != nil {
 			return s.teiError(c, err)
 		}
-		n, err := check(body)
+		n, err := check(body, s.embedP.info())
 		if err != nil {
 			return s.teiError(c, err)
 		}
@@ -151,7 +155,62 @@ func (s *Server) passThrough(path string, check func([]byte) (int, error)) echo.
 		if err != nil {
 			return s.teiError(c, err)
 		}
+		setTEIHeaders(c, []*tei.Response{res})
 		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, res.Body)
+	}
+}
+
+// teiHeaders are TEI's response headers about the work behind an answer.
+var teiHeaders = []string{"x-compute-type", "x-compute-time", "x-compute-tokens", "x-compute-characters",
+	"x-tokenization-time", "x-queue-time", "x-inference-time", "x-total-time"}
+
+// setTEIHeaders passes on TEI's headers for an answer made by the calls
+// resps: one call's unchanged; several calls' combined, tokens and
+// characters summed and each time the longest (the calls run side by side
+// and the answer waits for the last), x-compute-type the first call's; no
+// call (the answer came from the cache) none at all, since no work was
+// done.
+func setTEIHeaders(c echo.Context, resps []*tei.Response) {
+	h := c.Response().Header()
+	if len(resps) == 1 {
+		for _, name := range teiHeaders {
+			if v := resps[0].Header.Get(name); v != "" {
+				h.Set(name, v)
+			}
+		}
+		return
+	}
+	for _, name := range teiHeaders {
+		sum := strings.HasSuffix(name, "-tokens") || strings.HasSuffix(name, "-characters")
+		var best string
+		var total, longest float64
+		seen := false
+		for _, r := range resps {
+			v := r.Header.Get(name)
+			f, err := strconv.ParseFloat(v, 64)
+			switch {
+			case v == "":
+				continue
+			case name == "x-compute-type":
+				if best == "" {
+					best = v
+				}
+			case err != nil:
+				continue
+			case sum:
+				total += f
+			case !seen || f > longest:
+				longest, best = f, v
+			}
+			seen = true
+		}
+		switch {
+		case !seen:
+		case sum:
+			h.Set(name, strconv.FormatFloat(total, 'f', -1, 64))
+		default:
+			h.Set(name, best)
+		}
 	}
 }
 
@@ -163,11 +222,14 @@ type tokenizeRequest struct {
 }
 
 // checkTokenize validates a /tokenize body: inputs is a string or a list of
-// strings.
-func checkTokenize(body []byte) (int, error) {
+// strings, at most max_client_batch_size of them.
+func checkTokenize(body []byte, info *tei.Info) (int, error) {
 	var req tokenizeRequest
 	if err := decodeBody(body, &req); err != nil {
 		return 0, err
+	}
+	if isEmptyList(req.Inputs) {
+		return 0, errEmptyBatch
 	}
 	in, err := parseInputs(req.Inputs, "inputs")
 	if err != nil {
@@ -176,27 +238,112 @@ func checkTokenize(body []byte) (int, error) {
 	if slices.ContainsFunc(in, func(x tei.Input) bool { return x.IDs != nil }) {
 		return 0, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: inputs: data did not match any variant of untagged enum TokenizeInput")
 	}
-	return len(in), nil
+	return len(in), checkBatchSize(len(in), info)
 }
 
-// checkPredict validates a /predict body just enough to count its inputs;
-// TEI answers the rest.
-func checkPredict(body []byte) (int, error) {
-	var req struct {
-		Inputs    jsontext.Value `json:"inputs"`
-		RawScores optBool        `json:"raw_scores"`
+// isEmptyList reports whether raw is the JSON list [].
+func isEmptyList(raw jsontext.Value) bool {
+	var l []jsontext.Value
+	return len(raw) > 0 && jsonUnmarshal(raw, &l) == nil && l != nil && len(l) == 0
+}
+
+// checkBatchSize refuses more inputs than TEI takes in one request, with
+// TEI's message, for the routes the sidecar passes through whole.
+func checkBatchSize(n int, info *tei.Info) error {
+	if limit := info.MaxClientBatchSize; limit > 0 && n > limit {
+		return &requestError{status: http.StatusUnprocessableEntity, typ: tei.TypeValidation,
+			msg: fmt.Sprintf("batch size %d > maximum allowed batch size %d", n, limit)}
 	}
+	return nil
+}
+
+// embedAllRequest is the body of TEI's /embed_all.
+type embedAllRequest struct {
+	Inputs              jsontext.Value `json:"inputs"`
+	Truncate            *bool          `json:"truncate"`
+	TruncationDirection optString      `json:"truncation_direction"`
+	PromptName          *string        `json:"prompt_name"`
+}
+
+// checkEmbedAll validates an /embed_all body and answers, as TEI would,
+// a model that has no per-token vectors. /embed_all is passed through,
+// uncached: its answer is a vector per token, too large for the cache.
+func checkEmbedAll(body []byte, info *tei.Info) (int, error) {
+	var req embedAllRequest
 	if err := decodeBody(body, &req); err != nil {
 		return 0, err
 	}
-	if len(req.Inputs) == 0 {
-		return 0, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: missing field `inputs`")
+	if _, err := parseDirection(req.TruncationDirection.ptr()); err != nil {
+		return 0, err
 	}
-	var batch [][]string
-	if json.Unmarshal(req.Inputs, &batch) == nil {
-		return max(len(batch), 1), nil
+	in, err := parseInputs(req.Inputs, "inputs")
+	if err != nil {
+		return 0, err
 	}
-	return 1, nil
+	if err := checkBatchSize(len(in), info); err != nil {
+		return 0, err
+	}
+	switch info.ModelType.Kind() {
+	case tei.KindSparse:
+		return 0, wrongModel("Backend error: `embed_all` is not available for SPLADE models")
+	case tei.KindEmbedding:
+		return len(in), nil
+	}
+	return 0, wrongModel("Backend error: Model is not an embedding model")
+}
+
+// decodeRequest is the body of TEI's /decode.
+type decodeRequest struct {
+	IDs               jsontext.Value `json:"ids"`
+	SkipSpecialTokens optBool        `json:"skip_special_tokens"`
+}
+
+// errEmptyIDs is TEI's refusal of an empty list of ids to decode.
+var errEmptyIDs = &requestError{status: http.StatusBadRequest, typ: tei.TypeEmpty, msg: "Input validation error: `input_ids` cannot be empty"}
+
+// checkDecode validates a /decode body: ids is a list of token ids (one
+// input) or a list of such lists (a batch), none empty. /decode is passed
+// through: it runs only the tokenizer.
+func checkDecode(body []byte, info *tei.Info) (int, error) {
+	var req decodeRequest
+	if err := decodeBody(body, &req); err != nil {
+		return 0, err
+	}
+	if len(req.IDs) == 0 {
+		return 0, plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: missing field `ids`")
+	}
+	noVariant := plainError(http.StatusUnprocessableEntity, "Failed to deserialize the JSON body into the target type: ids: data did not match any variant of untagged enum InputIds")
+	var elems []jsontext.Value
+	if jsonUnmarshal(req.IDs, &elems) != nil {
+		return 0, noVariant
+	}
+	if len(elems) == 0 {
+		return 0, errEmptyIDs
+	}
+	if first := bytes.TrimSpace(elems[0]); first[0] != '[' {
+		if _, err := parseIDs(elems, "ids"); err != nil {
+			return 0, noVariant
+		}
+		return 1, nil
+	}
+	if err := checkBatchSize(len(elems), info); err != nil {
+		return 0, err
+	}
+	empty := false
+	for _, el := range elems {
+		var nums []jsontext.Value
+		if jsonUnmarshal(el, &nums) != nil {
+			return 0, noVariant
+		}
+		if _, err := parseIDs(nums, "ids"); err != nil {
+			return 0, noVariant
+		}
+		empty = empty || len(nums) == 0
+	}
+	if empty {
+		return 0, errEmptyIDs
+	}
+	return len(elems), nil
 }
 
 // pass sends one call of n inputs through p's scheduler as the client

@@ -57,23 +57,28 @@ type serveCmd struct {
 	TEIPayload   int64         `name:"tei-payload-limit" env:"TEI_PAYLOAD_LIMIT" default:"${tei_payload_limit}" help:"Largest request body sent to TEI in bytes (TEI's --payload-limit); batches are split to stay under it."`
 	Listen       string        `name:"listen" env:"SIDECAR_LISTEN" default:"127.0.0.1:8080" help:"Address to serve on."`
 
-	CacheMaxBytes       int64         `name:"cache-max-bytes" env:"CACHE_MAX_BYTES" default:"${cache_max_bytes}" help:"Memory bound of the embedding cache in bytes; 0 means none."`
-	RerankCacheSize     int           `name:"rerank-cache-size" env:"RERANK_CACHE_SIZE" default:"${rerank_cache_size}" help:"Whole rerank answers kept; 0 disables it."`
-	RerankCacheMaxBytes int64         `name:"rerank-cache-max-bytes" env:"RERANK_CACHE_MAX_BYTES" default:"${rerank_cache_max_bytes}" help:"Memory bound of the rerank cache in bytes, texts included; 0 means none."`
-	RequestTimeout      time.Duration `name:"request-timeout" env:"REQUEST_TIMEOUT" default:"${request_timeout}" help:"Deadline of one request, retries included; 0 means none."`
-	PayloadLimit        int64         `name:"payload-limit" env:"PAYLOAD_LIMIT" default:"${payload_limit}" help:"Largest request body in bytes (TEI's default)."`
-	QueueInputs         int           `name:"queue-inputs" env:"QUEUE_INPUTS" default:"${queue_inputs}" help:"Inputs that may wait in the sidecar's scheduler; 0 answers 429 at once when TEI is full."`
-	InteractiveMax      int           `name:"priority-interactive-max-inputs" env:"PRIORITY_INTERACTIVE_MAX_INPUTS" default:"${priority_interactive_max_inputs}" help:"Requests of at most this many inputs are queries and go ahead of bulk work."`
-	AllowRaise          bool          `name:"priority-allow-raise" env:"PRIORITY_ALLOW_RAISE" help:"Let 'X-Priority: interactive' raise a request above bulk work (by default X-Priority can only lower it)."`
-	AccessLog           bool          `name:"access-log" env:"ACCESS_LOG" default:"${access_log}" negatable:"" help:"One log line per API request: route, status, duration, inputs, cache hits, upstream time, request and trace ids (never a text or a token)."`
-	Adaptive            bool          `name:"adaptive-concurrency" env:"ADAPTIVE_CONCURRENCY" default:"${adaptive_concurrency}" negatable:"" help:"Keep only as many inputs in flight to each TEI as it needs to stay busy (measured), the rest queued in the sidecar where queries go first; --no-adaptive-concurrency keeps up to TEI's max_concurrent_requests in flight."`
-	BulkShare           float64       `name:"priority-bulk-share" env:"PRIORITY_BULK_SHARE" default:"${priority_bulk_share}" help:"Least share of TEI calls bulk work gets while queries wait, in (0, 1]."`
-	BreakerFailures     int           `name:"breaker-failures" env:"BREAKER_FAILURES" default:"${breaker_failures}" help:"Consecutive failures of a TEI replica that open its circuit breaker."`
-	BreakerOpenFor      time.Duration `name:"breaker-open-for" env:"BREAKER_OPEN_FOR" default:"${breaker_open_for}" help:"How long an open breaker fails fast before probing TEI again."`
-	StartupTimeout      time.Duration `name:"startup-timeout" env:"STARTUP_TIMEOUT" default:"${startup_timeout}" help:"How long a launched TEI may take to download and load its model (image pulls not counted); 0 waits forever."`
-	BearerToken         string        `name:"bearer-token" env:"BEARER_TOKEN" help:"Comma-separated tokens accepted as 'Authorization: Bearer'; empty means no auth (never logged)."`
-	MetricsAuth         bool          `name:"metrics-auth" env:"METRICS_AUTH" help:"Require a token on /metrics too."`
-	ModelAliases        []string      `name:"model-aliases" env:"MODEL_ALIASES" help:"Extra model names accepted for the served models (comma-separated)."`
+	CacheMaxBytes       int64             `name:"cache-max-bytes" env:"CACHE_MAX_BYTES" default:"${cache_max_bytes}" help:"Memory bound of the embedding cache in bytes; 0 means none."`
+	RerankCacheSize     int               `name:"rerank-cache-size" env:"RERANK_CACHE_SIZE" default:"${rerank_cache_size}" help:"Whole rerank answers kept; 0 disables it."`
+	RerankCacheMaxBytes int64             `name:"rerank-cache-max-bytes" env:"RERANK_CACHE_MAX_BYTES" default:"${rerank_cache_max_bytes}" help:"Memory bound of the rerank cache in bytes, texts included; 0 means none."`
+	RequestTimeout      time.Duration     `name:"request-timeout" env:"REQUEST_TIMEOUT" default:"${request_timeout}" help:"Deadline of one request, retries included; 0 means none."`
+	PayloadLimit        int64             `name:"payload-limit" env:"PAYLOAD_LIMIT" default:"${payload_limit}" help:"Largest request body in bytes (TEI's default)."`
+	QueueInputs         int               `name:"queue-inputs" env:"QUEUE_INPUTS" default:"${queue_inputs}" help:"Inputs that may wait in the sidecar's scheduler; 0 answers 429 at once when TEI is full."`
+	InteractiveMax      int               `name:"priority-interactive-max-inputs" env:"PRIORITY_INTERACTIVE_MAX_INPUTS" default:"${priority_interactive_max_inputs}" help:"Requests of at most this many inputs are queries and go ahead of bulk work."`
+	AllowRaise          bool              `name:"priority-allow-raise" env:"PRIORITY_ALLOW_RAISE" help:"Let 'X-Priority: interactive' raise a request above bulk work (by default X-Priority can only lower it)."`
+	AccessLog           bool              `name:"access-log" env:"ACCESS_LOG" default:"${access_log}" negatable:"" help:"One log line per API request: route, status, duration, inputs, cache hits, upstream time, request and trace ids (never a text or a token)."`
+	Adaptive            bool              `name:"adaptive-concurrency" env:"ADAPTIVE_CONCURRENCY" default:"${adaptive_concurrency}" negatable:"" help:"Keep only as many inputs in flight to each TEI as it needs to stay busy (measured), the rest queued in the sidecar where queries go first; --no-adaptive-concurrency keeps up to TEI's max_concurrent_requests in flight."`
+	BulkShare           float64           `name:"priority-bulk-share" env:"PRIORITY_BULK_SHARE" default:"${priority_bulk_share}" help:"Least share of TEI calls bulk work gets while queries wait, in (0, 1]."`
+	BreakerFailures     int               `name:"breaker-failures" env:"BREAKER_FAILURES" default:"${breaker_failures}" help:"Consecutive failures of a TEI replica that open its circuit breaker."`
+	BreakerOpenFor      time.Duration     `name:"breaker-open-for" env:"BREAKER_OPEN_FOR" default:"${breaker_open_for}" help:"How long an open breaker fails fast before probing TEI again."`
+	StartupTimeout      time.Duration     `name:"startup-timeout" env:"STARTUP_TIMEOUT" default:"${startup_timeout}" help:"How long a launched TEI may take to download and load its model (image pulls not counted); 0 waits forever."`
+	BearerToken         string            `name:"bearer-token" env:"BEARER_TOKEN" help:"Comma-separated tokens accepted as 'Authorization: Bearer'; empty means no auth (never logged)."`
+	MetricsAuth         bool              `name:"metrics-auth" env:"METRICS_AUTH" help:"Require a token on /metrics too."`
+	ModelAliases        []string          `name:"model-aliases" env:"MODEL_ALIASES" help:"Extra names accepted for the embedding model (comma-separated); the older spelling of --embedding-model-aliases."`
+	EmbedAliases        []string          `name:"embedding-model-aliases" env:"EMBEDDING_MODEL_ALIASES" help:"Extra names the OpenAI and Cohere embed faces accept for the embedding model, listed in /v1/models (comma-separated)."`
+	RerankAliases       []string          `name:"rerank-model-aliases" env:"RERANK_MODEL_ALIASES" help:"Extra names the Cohere and Jina rerank faces accept for the reranker (comma-separated)."`
+	ModelAcceptAny      bool              `name:"model-accept-any" env:"MODEL_ACCEPT_ANY" help:"Accept any model name, or none, on every face, as TEI's /v1/embeddings does (by default a wrong name gets 404)."`
+	InputTypePrompts    map[string]string `name:"input-type-prompts" env:"INPUT_TYPE_PROMPTS" mapsep:"," help:"Cohere input_type values mapped to the embedding model's prompt names, e.g. search_query=query,search_document=passage; unmapped input types are ignored."`
+	CORSAllowOrigin     []string          `name:"cors-allow-origin" env:"CORS_ALLOW_ORIGIN" help:"Browser origins allowed to call the sidecar (comma-separated scheme://host[:port], or * for any), as TEI's flag; empty sends no CORS headers."`
 
 	Shared sharedFlags `embed:"" prefix:"cache-redis-"`
 
@@ -96,6 +101,8 @@ func (c *serveCmd) config(embedURLs, rerankURLs []string, plugin *plan.PluginSet
 		PriorityInteractiveMaxInputs: c.InteractiveMax, PriorityAllowRaise: c.AllowRaise, BulkShare: c.BulkShare, AdaptiveConcurrency: c.Adaptive, AccessLog: c.AccessLog,
 		BreakerFailures: c.BreakerFailures, BreakerOpenFor: c.BreakerOpenFor, StartupTimeout: c.StartupTimeout,
 		BearerTokens: splitList(c.BearerToken), MetricsAuth: c.MetricsAuth, ModelAliases: c.ModelAliases,
+		EmbeddingModelAliases: c.EmbedAliases, RerankModelAliases: c.RerankAliases, ModelAcceptAny: c.ModelAcceptAny,
+		InputTypePrompts: c.InputTypePrompts, CORSAllowOrigins: c.CORSAllowOrigin,
 		RerankEnable: c.Settings.RerankEnable == nil || *c.Settings.RerankEnable,
 		RerankK:      c.Settings.RerankK, RerankFinalN: c.Settings.RerankFinalN,
 		Shared: c.Shared.config(),
