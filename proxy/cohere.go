@@ -169,6 +169,9 @@ func (s *Server) cohereRerank(version string) echo.HandlerFunc {
 		out := cohereResponse{ID: newID(), Results: make([]cohereResult, n), Model: model}
 		out.Meta.APIVersion.Version = version
 		out.Meta.BilledUnits.SearchUnits = &units
+		// TEI's own count of the tokens it ran, kept with the cached
+		// answer; 0 when TEI gave none.
+		out.Usage.TotalTokens = max(res.tokens, 0)
 		for i, r := range res.ranks[:n] {
 			out.Results[i] = cohereResult{Index: r.Index, RelevanceScore: r.Score}
 			if withDocs {

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tei-sidecar/tei-sidecar/tei"
 )
@@ -105,8 +107,15 @@ type reqOpts struct {
 	noStore bool
 }
 
-// cacheCount is how many of a request's inputs came from a cache.
-type cacheCount struct{ hits, total int }
+// cacheCount is how many of a request's inputs came from a cache, and the
+// TEI work behind the rest: the calls that computed them (none when all
+// came from a cache) and this request's share of their tokens and
+// characters (a call may carry other requests' inputs too).
+type cacheCount struct {
+	hits, total   int
+	resps         []*tei.Response
+	tokens, chars int
+}
 
 // String is the X-Cache header: HIT when every input came from a cache,
 // MISS when none did, PARTIAL otherwise.
@@ -235,6 +244,16 @@ func (s *Server) embed(ctx context.Context, p *pool, ep embedParams, inputs []te
 		}
 		for _, i := range fwhere[j] {
 			out[i] = f.entry
+		}
+		if f.resp != nil && !slices.Contains(cc.resps, f.resp) {
+			cc.resps = append(cc.resps, f.resp)
+		}
+		cc.tokens += f.entry.tokens
+		in := inputs[fwhere[j][0]]
+		if in.IDs != nil {
+			cc.chars += len(in.IDs)
+		} else {
+			cc.chars += utf8.RuneCountInString(in.Text)
 		}
 	}
 	return out, cc, nil

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/binary"
 	"crypto/sha256"
 	"slices"
 	"strconv"
@@ -23,9 +24,10 @@ type rerankParams struct {
 // rankResult is a whole rerank answer: ranks sorted by score, descending,
 // and the JSON TEI would write for them.
 type rankResult struct {
-	ranks []tei.Rank // without their texts: body has them
-	body  []byte
-	size  int64
+	ranks  []tei.Rank // without their texts: body has them
+	body   []byte
+	tokens int // TEI's x-compute-tokens for it; -1 unknown
+	size   int64
 }
 
 // rankOverhead approximates the bookkeeping bytes of one cached rank.
@@ -42,7 +44,7 @@ func newRankResult(ranks []tei.Rank, body []byte) *rankResult {
 		ranks[i].Text = nil
 		size += int64(len(ranks[i].RawScore) + rankOverhead)
 	}
-	return &rankResult{ranks: ranks, body: body, size: size}
+	return &rankResult{ranks: ranks, body: body, tokens: -1, size: size}
 }
 
 // rerankKey hashes everything that changes a rerank answer.
@@ -87,9 +89,11 @@ func (s *Server) rerank(ctx context.Context, p *pool, rp rerankParams, ro reqOpt
 			return r, cc, nil
 		}
 		if s.shared != nil {
-			if v := s.sharedGet(ctx, [][32]byte{k})[0]; v != nil {
-				if ranks, err := tei.ParseRanks(v, len(rp.texts)); err == nil {
-					r := s.rankCache.add(k, newRankResult(ranks, append([]byte(nil), v...)))
+			if tokens, body, ok := decodeRanked(s.sharedGet(ctx, [][32]byte{k})[0]); ok {
+				if ranks, err := tei.ParseRanks(body, len(rp.texts)); err == nil {
+					r := newRankResult(ranks, append([]byte(nil), body...))
+					r.tokens = tokens
+					r = s.rankCache.add(k, r)
 					s.m.cacheHits.WithLabelValues("rerank", "redis").Inc()
 					cc.hits = 1
 					return r, cc, nil
@@ -109,7 +113,24 @@ func (s *Server) rerank(ctx context.Context, p *pool, rp rerankParams, ro reqOpt
 	if f = w.flights[0]; f.err != nil {
 		return nil, cc, f.err
 	}
+	cc.resps, cc.tokens = f.rerank.resps, max(f.rank.tokens, 0)
 	return f.rank, cc, nil
+}
+
+// encodeRanked is a rerank answer as the shared layer keeps it: TEI's
+// token count (+1; 0 unknown), then TEI's bytes.
+func encodeRanked(r *rankResult) []byte {
+	b := binary.AppendUvarint(make([]byte, 0, len(r.body)+4), uint64(r.tokens+1))
+	return append(b, r.body...)
+}
+
+// decodeRanked reads what encodeRanked wrote.
+func decodeRanked(v []byte) (tokens int, body []byte, ok bool) {
+	t, n := binary.Uvarint(v)
+	if n <= 0 || len(v) == n {
+		return 0, nil, false
+	}
+	return int(t) - 1, v[n:], true
 }
 
 // span is a range of texts, [lo, hi).
@@ -123,6 +144,7 @@ type rerankWork struct {
 	head, tail []byte   // the body around the list of texts
 	pending    []span
 	ranks      []tei.Rank // indices in the whole list
+	resps      []*tei.Response
 	scored     int
 	calls      int
 	whole      *tei.Response // TEI's answer, when one call scored every text
@@ -195,6 +217,7 @@ func (w *rerankWork) add(c *teiCall) bool {
 		w.ranks = append(w.ranks, r)
 	}
 	w.calls++
+	w.resps = append(w.resps, c.resp)
 	w.scored += c.span.hi - c.span.lo
 	if w.calls == 1 && w.scored == len(w.texts) {
 		w.whole = c.resp
@@ -210,6 +233,20 @@ func (w *rerankWork) unsend(sp span) { w.pending = slices.Insert(w.pending, 0, s
 // descending; TEI sorts ascending and reverses, so among equal scores the
 // higher index comes first).
 func (w *rerankWork) result() *rankResult {
+	r := w.build()
+	r.tokens = 0
+	for _, res := range w.resps {
+		if n := res.ComputeTokens(); n >= 0 {
+			r.tokens += n
+		} else {
+			r.tokens = -1
+			break
+		}
+	}
+	return r
+}
+
+func (w *rerankWork) build() *rankResult {
 	if w.whole != nil {
 		return newRankResult(w.ranks, w.whole.Body)
 	}

@@ -445,7 +445,7 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 					sc.completeLocked(g, errNonFinite)
 					continue
 				}
-				g.entry = entries[i]
+				g.entry, g.resp = entries[i], c.resp
 				sc.completeLocked(g, nil)
 			}
 		case f.rerank != nil:
@@ -473,7 +473,7 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 		p.mu.Unlock()
 		if merge.keyed && merge.keep.Load() {
 			p.s.rankCache.add(merge.key, res)
-			p.s.shared.Put(merge.key, res.body)
+			p.s.shared.Put(merge.key, encodeRanked(res))
 		}
 	}
 }

@@ -323,3 +323,52 @@ func TestCacheControl(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkHeadersAndRerankTokens: a miss passes on TEI's compute headers
+// with this request's share of tokens and characters; a hit has none.
+// Rerank usage carries TEI's token count, from the cache and from Redis
+// too.
+func TestWorkHeadersAndRerankTokens(t *testing.T) {
+	redis := redistest.Start(t)
+	_, emb := startSim(t, "--model-id", "BAAI/bge-small-en-v1.5")
+	_, rank := startSim(t, "--model-id", "BAAI/bge-reranker-v2-m3")
+	withRank := func(c *Config) { c.RerankURLs = []string{rank} }
+	a, pa := sharedProxy(t, emb, redis.URL(), withRank)
+	_, pb := sharedProxy(t, emb, redis.URL(), withRank)
+
+	_, want, _ := post(t, emb, "/embed", `{"inputs":["héllo wörld","two"]}`)
+	_, h, _ := post(t, pa, "/embed", `{"inputs":["héllo wörld","two"]}`)
+	for _, name := range []string{"x-compute-tokens", "x-compute-characters", "x-inference-time"} {
+		if h.Get(name) == "" || (name != "x-inference-time" && h.Get(name) != want.Get(name)) {
+			t.Errorf("miss: %s = %q, TEI says %q", name, h.Get(name), want.Get(name))
+		}
+	}
+	if _, h, _ = post(t, pa, "/embed", `{"inputs":["héllo wörld","two"]}`); h.Get("x-compute-tokens") != "" {
+		t.Errorf("a hit carries x-compute-tokens %q", h.Get("x-compute-tokens"))
+	}
+
+	body := `{"query":"q","documents":["alpha beta","gamma"]}`
+	tokens := func(p string) int {
+		_, _, b := post(t, p, "/v1/rerank", body)
+		var r struct {
+			Usage struct {
+				TotalTokens int `json:"total_tokens"`
+			} `json:"usage"`
+		}
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatal(err)
+		}
+		return r.Usage.TotalTokens
+	}
+	miss := tokens(pa)
+	if miss <= 0 {
+		t.Fatalf("rerank usage %d tokens", miss)
+	}
+	if hit := tokens(pa); hit != miss {
+		t.Errorf("from the cache: %d tokens, computed %d", hit, miss)
+	}
+	flush(t, a)
+	if shared := tokens(pb); shared != miss {
+		t.Errorf("from Redis: %d tokens, computed %d", shared, miss)
+	}
+}

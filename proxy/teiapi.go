@@ -75,6 +75,7 @@ func (s *Server) teiEmbed(kind outputKind) echo.HandlerFunc {
 			return s.teiError(c, err)
 		}
 		setXCache(c, cc)
+		setWorkHeaders(c, cc)
 		return writeList(c, items)
 	}
 }
@@ -119,6 +120,7 @@ func (s *Server) teiRerank(c echo.Context) error {
 		return s.teiError(c, err)
 	}
 	setXCache(c, cc)
+	setTEIHeaders(c, cc.resps)
 	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, res.body)
 }
 
@@ -158,6 +160,21 @@ func (s *Server) passThrough(path string, check func(body []byte, info *tei.Info
 		setTEIHeaders(c, []*tei.Response{res})
 		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, res.Body)
 	}
+}
+
+// setWorkHeaders passes on TEI's headers for an embedding answer: the
+// times of the calls that computed its misses (the longest), and this
+// request's own share of their tokens and characters, since a call may
+// have carried other requests' inputs too. None when every input came
+// from a cache.
+func setWorkHeaders(c echo.Context, cc cacheCount) {
+	if len(cc.resps) == 0 {
+		return
+	}
+	setTEIHeaders(c, cc.resps)
+	h := c.Response().Header()
+	h.Set("x-compute-tokens", strconv.Itoa(cc.tokens))
+	h.Set("x-compute-characters", strconv.Itoa(cc.chars))
 }
 
 // teiHeaders are TEI's response headers about the work behind an answer.
