@@ -2,8 +2,8 @@ package proxy
 
 import (
 	"context"
-	"encoding/binary"
 	"crypto/sha256"
+	"encoding/binary"
 	"slices"
 	"strconv"
 
