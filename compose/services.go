@@ -229,7 +229,10 @@ func sidecarService(res plan.Result, urls map[plan.Role][]string, opts Options) 
 	set("RERANK_FINAL_N", strconv.Itoa(ps.RerankFinalN))
 	// Secrets and the user's own choices pass through from the
 	// environment compose runs in, when set there.
-	for _, k := range []string{"BEARER_TOKEN", "TEI_API_KEY", "MODEL_ALIASES", "LOG_LEVEL", "LOG_FORMAT"} {
+	for _, k := range []string{"BEARER_TOKEN", "TEI_API_KEY", "MODEL_ALIASES", "EMBEDDING_MODEL_ALIASES", "RERANK_MODEL_ALIASES",
+		"MODEL_ACCEPT_ANY", "CORS_ALLOW_ORIGIN", "CACHE_REDIS_URL", "CACHE_NAMESPACE", "ACCESS_LOG",
+		"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_TRACES_SAMPLER", "OTEL_SERVICE_NAME",
+		"LOG_LEVEL", "LOG_FORMAT"} {
 		env[k] = nil
 	}
 	return Service{
