@@ -361,7 +361,7 @@ func firstReason(steps []Step) string {
 func measureStep(ctx context.Context, c *client, o TuneOptions, batch, concurrency int) (Step, error) {
 	st := Step{Batch: batch, Concurrency: concurrency}
 	var next atomic.Int64
-	call := func(ctx context.Context) error {
+	call := func(ctx context.Context, _ int) error {
 		first := int(next.Add(int64(batch))) - batch
 		texts := make([]string, batch)
 		for i := range texts {

@@ -201,6 +201,52 @@ func TestBenchSidecarFlag(t *testing.T) {
 	}
 }
 
+// TestBenchScenarioFlag checks --scenario: what runs, in run order
+// whatever the order given, and the refusals.
+func TestBenchScenarioFlag(t *testing.T) {
+	clearToolEnv(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--scenario", "plugin,stampede"}, `--scenario: unknown "stampede": want plugin, sweep, ingest, flood, misses or all`},
+		{[]string{"--scenario", ","}, "--scenario names nothing to run"},
+		{[]string{"--scenario", "sweep", "--no-sweep"}, "--no-sweep leaves --scenario nothing to run"},
+		{[]string{"--scenario", "misses", "--plot", "x.svg"}, "--plot draws the concurrency sweep: drop --no-sweep, and keep sweep in --scenario"},
+		{[]string{"--scenario", "misses", "--scenario-duration", "0s"}, "--scenario-duration and --scale must be positive"},
+	} {
+		if code, _, errOut := runCmd(t, append([]string{"bench", "--target", "127.0.0.1:1"}, tc.args...)...); code != 2 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and %q", tc.args, code, errOut, tc.want)
+		}
+	}
+
+	embedURL, rerankURL := sims(t)
+	side := poolsSidecar(t, embedURL, rerankURL, "")
+	code, out, errOut := runCmd(t, "bench", "--sidecar", side, "--json", "--scenario", "misses,sweep", "--sweep", "1", "--sweep-duration", "50ms", "--scenario-duration", "50ms")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, errOut)
+	}
+	var rep struct {
+		Rows  []json.RawMessage
+		Sweep []struct{ Clients int }
+		Loads []struct {
+			Name     string
+			Baseline struct {
+				PinnedTo int `json:"pinned_to"`
+			}
+		}
+		Scaling *struct{ Replicas int }
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	// The pool's replica that never starts is neither called nor counted.
+	if len(rep.Rows) != 0 || len(rep.Sweep) != 1 || len(rep.Loads) != 1 || rep.Loads[0].Name != "misses" || rep.Loads[0].Baseline.PinnedTo != 0 ||
+		rep.Scaling == nil || rep.Scaling.Replicas != 1 {
+		t.Errorf("ran %+v", rep)
+	}
+}
+
 // TestTuneSidecarFlag checks that --sidecar tunes the TEI its /status
 // names, and that the steps' lines come as they are measured: on stdout as
 // the table, on stderr beside --json. A regression test: piped, tune
