@@ -266,11 +266,19 @@ func TestTuneSidecarFlag(t *testing.T) {
 			URL      string
 			FoundVia string `json:"found_via"`
 		}
-		Steps []json.RawMessage
-		Env   []struct{ Key, Value string }
+		Steps    []json.RawMessage
+		Env      []struct{ Key, Value string }
+		Replicas struct {
+			Action string
+			Pool   *json.RawMessage
+		}
 	}
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("stdout is not the JSON alone: %v\n%s", err, out)
+	}
+	// One ready replica: advice without a pool check.
+	if rep.Replicas.Action == "" || rep.Replicas.Pool != nil {
+		t.Errorf("replicas advice %+v, want an action and no pool check", rep.Replicas)
 	}
 	if rep.Target.URL != embedURL || rep.Target.FoundVia != side {
 		t.Errorf("target %+v, want %s found through %s", rep.Target, embedURL, side)
@@ -286,7 +294,7 @@ func TestTuneSidecarFlag(t *testing.T) {
 	if code != 0 || len(step.FindAllString(out, -1)) != 4 || strings.Contains(errOut, " ok\n") {
 		t.Errorf("text mode: exit %d; want the 4 steps on stdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
-	for _, want := range []string{"Found through the sidecar at " + side, "EMBEDDING_BATCH is the client's batch", "TEI_MAX_CLIENT_BATCH_SIZE", "is advice, not a setting"} {
+	for _, want := range []string{"Found through the sidecar at " + side, "EMBEDDING_BATCH is the client's batch", "TEI_MAX_CLIENT_BATCH_SIZE", "is advice, not a setting", "TEI_REPLICAS_PER_GPU (advice, never written"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
