@@ -125,7 +125,6 @@ func replicaAdvice(p *printer, r *TuneReport, a *ReplicaAdvice) {
 	p.printf("  %s %d: %s.\n", verb, a.ReplicasPerGPU, a.Reason)
 }
 
-
 func orUnknown(s string) string {
 	if s == "" {
 		return "unknown"
