@@ -120,6 +120,10 @@ type Scaling struct {
 	// Ratio is Target ÷ Baseline; Efficiency is Ratio ÷ Replicas.
 	Ratio      float64 `json:"ratio"`
 	Efficiency float64 `json:"efficiency"`
+	// BaselineSaturated says whether one replica reached its capacity in
+	// the sweep: its best level is not the last, or the last gained less
+	// than 10% over the one before. Without it the ratio flatters.
+	BaselineSaturated bool `json:"baseline_saturated"`
 }
 
 // TargetReport says what was measured.
@@ -413,6 +417,10 @@ func scaling(levels []SweepLevel) *Scaling {
 	if sc.Baseline == 0 || sc.Replicas == 0 {
 		return nil
 	}
+	n := len(levels)
+	last := levels[n-1]
+	sc.BaselineSaturated = sc.BaselineClients != last.Clients ||
+		n > 1 && last.Baseline.Throughput < 1.1*levels[n-2].Baseline.Throughput
 	sc.Ratio = sc.Target / sc.Baseline
 	sc.Efficiency = sc.Ratio / float64(sc.Replicas)
 	return &sc

@@ -231,7 +231,7 @@ func checkLoadsSchema(t *testing.T, rep *Report) {
 	trafficKeys := []string{"clients", "batch", "requests", "inputs", "duration_s", "requests_per_s", "inputs_per_s", "mean_s", "p50_s", "p95_s", "p99_s"}
 	poolKeys := []string{"pool", "replicas", "spread"}
 	replicaKeys := []string{"replica", "url", "state", "limit", "inputs", "calls", "failed_calls", "inputs_per_s", "share"}
-	scalingKeys := []string{"replicas", "target", "target_clients", "baseline", "baseline_clients", "ratio", "efficiency"}
+	scalingKeys := []string{"replicas", "target", "target_clients", "baseline", "baseline_clients", "ratio", "efficiency", "baseline_saturated"}
 	keys(t, "report", doc, "schema_version", "started_at", "target", "baseline", "scale", "notes", "rows", "sweep", "loads", "replicas", "scaling")
 	keys(t, "load", obj(doc, "loads", 0), "name", "title", "duration_s", "target", "baseline", "compare")
 	keys(t, "load target", obj(doc, "loads", 0, "target"), "queries", "ingest", "replicas")
@@ -281,8 +281,8 @@ func TestBenchLoadsPinned(t *testing.T) {
 	}
 }
 
-// TestCompareLoads checks the goals at their bounds.
-func TestCompareLoads(t *testing.T) {
+// TestBenchCompareLoads checks the goals at their bounds.
+func TestBenchCompareLoads(t *testing.T) {
 	res := func(p99, ingest float64) LoadResult {
 		return LoadResult{Queries: Traffic{P99: p99}, Ingest: &Traffic{InputsPerS: ingest}}
 	}

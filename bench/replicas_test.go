@@ -25,10 +25,10 @@ func exposition(inputs map[replicaKey]float64, calls map[replicaKey]map[string]f
 	return []byte(b.String())
 }
 
-// TestPoolUse checks the per-replica figures from two scrapes: deltas,
+// TestBenchPoolUse checks the per-replica figures from two scrapes: deltas,
 // shares, the spread from an even share, failed calls, and which replicas
 // count.
-func TestPoolUse(t *testing.T) {
+func TestBenchPoolUse(t *testing.T) {
 	a := replicaKey{PoolEmbed, "10.0.0.1:8080"}
 	b := replicaKey{PoolEmbed, "10.0.0.1:9080"}
 	c := replicaKey{PoolEmbed, "10.0.0.2:80"}
@@ -80,10 +80,10 @@ func TestPoolUse(t *testing.T) {
 	}
 }
 
-// TestParseCountersBeforeAnyCall checks that a sidecar which has not yet
+// TestBenchCountersBeforeAnyCall checks that a sidecar which has not yet
 // called TEI, and so exposes no upstream counters (a labelled counter
 // appears with its first call), reads as zero, not as an error.
-func TestParseCountersBeforeAnyCall(t *testing.T) {
+func TestBenchCountersBeforeAnyCall(t *testing.T) {
 	got, err := parseCounters([]byte("# TYPE go_goroutines gauge\ngo_goroutines 9\n"))
 	if err != nil || len(got) != 0 {
 		t.Errorf("counters %v, err %v; want none and no error", got, err)
@@ -93,9 +93,9 @@ func TestParseCountersBeforeAnyCall(t *testing.T) {
 	}
 }
 
-// TestScaling checks the capacity ratio: best level against best level,
+// TestBenchScaling checks the capacity ratio: best level against best level,
 // the replica count from the sidecar's best level.
-func TestScaling(t *testing.T) {
+func TestBenchScaling(t *testing.T) {
 	use := func(n int) []PoolUse {
 		rs := make([]ReplicaUse, n)
 		return []PoolUse{{Pool: PoolEmbed, Replicas: rs}}
@@ -109,8 +109,22 @@ func TestScaling(t *testing.T) {
 	if sc == nil {
 		t.Fatal("no scaling")
 	}
-	if got := fmt.Sprintf("%d %g@%d %g@%d %.3f %.3f", sc.Replicas, sc.Target, sc.TargetClients, sc.Baseline, sc.BaselineClients, sc.Ratio, sc.Efficiency); got != "3 1100@64 400@16 2.750 0.917" {
+	if got := fmt.Sprintf("%d %g@%d %g@%d %.3f %.3f %v", sc.Replicas, sc.Target, sc.TargetClients, sc.Baseline, sc.BaselineClients, sc.Ratio, sc.Efficiency, sc.BaselineSaturated); got != "3 1100@64 400@16 2.750 0.917 true" {
 		t.Errorf("scaling = %s", got)
+	}
+	// One replica at its best at the last level: saturated only when that
+	// level gained less than 10%.
+	for _, tc := range []struct {
+		last float64
+		want bool
+	}{{439, true}, {441, false}} {
+		levels[2].Baseline.Throughput = tc.last
+		if sc := scaling(levels); sc.BaselineClients != 64 || sc.BaselineSaturated != tc.want {
+			t.Errorf("last level at %g after 400: saturated %v, want %v", tc.last, sc.BaselineSaturated, tc.want)
+		}
+	}
+	if sc := scaling(levels[:1]); sc.BaselineSaturated {
+		t.Error("a one-level sweep cannot show saturation")
 	}
 	if scaling([]SweepLevel{{Clients: 1, Target: Load{Throughput: 1}}}) != nil {
 		t.Error("scaling without a baseline")

@@ -79,8 +79,8 @@ func WriteText(w io.Writer, r *Report) error {
 	if sc := r.Scaling; sc != nil {
 		p.printf("\nScaling: through the sidecar, %d embed %s served %.1f queries/s (its best sweep level, %d clients): %.2fx one replica straight (%.1f, at %d clients); ideal %dx, efficiency %.0f%%.\n",
 			sc.Replicas, plural(sc.Replicas, "replica", "replicas"), sc.Target, sc.TargetClients, sc.Ratio, sc.Baseline, sc.BaselineClients, sc.Replicas, sc.Efficiency*100)
-		if last := r.Sweep[len(r.Sweep)-1].Clients; sc.BaselineClients == last {
-			p.printf("One replica's throughput was highest at the sweep's last level (%d clients): it may not have reached its capacity; add a larger client count to --sweep for a fair ratio.\n", last)
+		if !sc.BaselineSaturated {
+			p.printf("One replica's throughput still grew at the sweep's last level (%d clients): it had not reached its capacity, so the ratio is not the pool's scaling; add a larger client count to --sweep.\n", sc.BaselineClients)
 		}
 	}
 	return p.err

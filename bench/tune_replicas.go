@@ -110,6 +110,10 @@ type PoolCheck struct {
 	// what each extra replica added, as a share of one.
 	Scaling float64 `json:"scaling"`
 	Gain    float64 `json:"gain"`
+	// Saturated says whether the pool reached its capacity: its best step
+	// is not the last, or the last gained less than 10% over the one
+	// before. Without it Gain understates the pool, and no advice lowers.
+	Saturated bool `json:"saturated"`
 }
 
 // PoolStep is one setting of the pool check.
@@ -201,6 +205,8 @@ func adviceFor(adv *ReplicaAdvice, budget int) (action string, n int, reason str
 	if p := adv.Pool; p != nil {
 		pool := fmt.Sprintf("through the sidecar its %d replicas served %.2fx one replica straight, each extra one adding %.0f%% of one", p.Replicas, p.Scaling, p.Gain*100)
 		switch {
+		case !p.Saturated:
+			return ActionKeep, p.Replicas, fmt.Sprintf("%s, and still more at the most clients tried: the pool did not reach its capacity; raise --max-concurrency and tune again before changing %s", pool, EnvReplicasPerGPU)
 		case p.Gain >= scalesWell && adv.Bound == BoundOverhead:
 			return ActionRaise, p.Replicas + 1, fmt.Sprintf("%s; and %s: if they share one GPU, try %s=%d, then tune again", pool, evidence, EnvReplicasPerGPU, p.Replicas+1)
 		case p.Gain < scalesPoorly:
@@ -244,12 +250,14 @@ func tokensPerInput(ctx context.Context, c *client, texts []string, limit int) (
 }
 
 // checkPool drives the sidecar's pool through the sidecar at batch, one
-// client, two, four, ... up to the sweep's most concurrency, each step
+// client, two, four, ... up to the sweep's most concurrency times the
+// replicas (n replicas need n times the inputs in flight), each step
 // bounded as the sweep's are, reading /metrics around each step; a refused
 // or slow step ends it. single is one replica's best straight at batch.
 func checkPool(ctx context.Context, sc *client, m *meter, o TuneOptions, batch int, single float64, onStep func(PoolStep)) (*PoolCheck, error) {
 	pc := &PoolCheck{Sidecar: sc.embed.BaseURL(), Replicas: o.Pool.Ready, Batch: batch, Single: single, Steps: []PoolStep{}}
-	for _, n := range doublings(o.MaxConcurrency) {
+	var ok []float64
+	for _, n := range doublings(o.MaxConcurrency * max(o.Pool.Ready, 1)) {
 		st, uses, err := measureStep(ctx, sc.forLoad(0), o, batch, n, m)
 		if err != nil {
 			return nil, sc.explain(err)
@@ -263,9 +271,15 @@ func checkPool(ctx context.Context, sc *client, m *meter, o TuneOptions, batch i
 			onStep(ps)
 		}
 		if st.Outcome != OutcomeOK {
+			// More in flight fares no better: the pool's limit.
+			pc.Saturated = true
 			break
 		}
 		pc.Best = max(pc.Best, st.Throughput)
+		ok = append(ok, st.Throughput)
+	}
+	if n := len(ok); n > 0 && (ok[n-1] < pc.Best || n > 1 && ok[n-1] < 1.1*ok[n-2]) {
+		pc.Saturated = true
 	}
 	if pc.Single > 0 {
 		pc.Scaling = pc.Best / pc.Single

@@ -26,7 +26,7 @@ func grid(overhead, perInput time.Duration, capacity int, batches, concs []int) 
 	return steps
 }
 
-func TestFitCalls(t *testing.T) {
+func TestTuneFitCalls(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		steps []Step
@@ -48,9 +48,9 @@ func TestFitCalls(t *testing.T) {
 	}
 }
 
-// TestAdviseReplicas checks the rule on TEI_REPLICAS_PER_GPU on sweeps
+// TestTuneAdviseReplicas checks the rule on TEI_REPLICAS_PER_GPU on sweeps
 // built from latency models, alone and with a pool check.
-func TestAdviseReplicas(t *testing.T) {
+func TestTuneAdviseReplicas(t *testing.T) {
 	batches, concs := []int{1, 2, 4, 8, 16}, []int{1, 2, 4, 8, 16}
 	report := func(steps []Step, budget int) *TuneReport {
 		rep := &TuneReport{Steps: steps, Target: TuneTarget{MaxBatchTokens: budget}}
@@ -59,8 +59,10 @@ func TestAdviseReplicas(t *testing.T) {
 		return rep
 	}
 	pool := func(replicas int, scaling float64) *PoolCheck {
-		return &PoolCheck{Replicas: replicas, Scaling: scaling, Gain: (scaling - 1) / float64(replicas-1)}
+		return &PoolCheck{Replicas: replicas, Scaling: scaling, Gain: (scaling - 1) / float64(replicas-1), Saturated: true}
 	}
+	unsaturatedPool := pool(2, 1.1)
+	unsaturatedPool.Saturated = false
 	// Small model on a big GPU: a call is mostly fixed cost and one TEI
 	// saturates at 32 inputs in flight.
 	overhead := grid(5*time.Millisecond, 50*time.Microsecond, 32, batches, concs)
@@ -85,6 +87,7 @@ func TestAdviseReplicas(t *testing.T) {
 		{"a pool that scales half: keep", report(overhead, 16384), 20, pool(2, 1.5), "overhead keep 2"},
 		{"a pool that does not scale: lower", report(overhead, 16384), 20, pool(3, 1.3), "overhead lower 2"},
 		{"two replicas that do not scale: lower to 1", report(compute, 16384), 20, pool(2, 1.1), "compute lower 1"},
+		{"a pool that had not reached its capacity: never lower", report(compute, 16384), 20, unsaturatedPool, "compute keep 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := adviseReplicas(tc.rep, tc.tokens, tc.pool)
@@ -121,8 +124,9 @@ func TestTunePool(t *testing.T) {
 		t.Fatalf("advice %+v, want a pool check", adv)
 	}
 	pc := adv.Pool
-	if pc.Sidecar != side || pc.Replicas != 2 || pc.Batch != rep.Recommended.Batch || len(pc.Steps) != 3 {
-		t.Errorf("pool check %+v, want 3 steps at batch %d through %s", pc, rep.Recommended.Batch, side)
+	// Two replicas take twice the clients: 1, 2, 4, 8.
+	if pc.Sidecar != side || pc.Replicas != 2 || pc.Batch != rep.Recommended.Batch || len(pc.Steps) != 4 {
+		t.Errorf("pool check %+v, want 4 steps at batch %d through %s", pc, rep.Recommended.Batch, side)
 	}
 	for _, ps := range pc.Steps {
 		total := 0
@@ -149,7 +153,7 @@ func TestTunePool(t *testing.T) {
 	}
 	for _, text := range []string{live.String(), out.String()} {
 		if !strings.Contains(text, fmt.Sprintf("The pool through the sidecar at %s (2 ready embed replicas), batch %d", side, pc.Batch)) ||
-			strings.Count(text, "  ok: 127.0.0.1:") != 3 {
+			strings.Count(text, "  ok: 127.0.0.1:") != 4 {
 			t.Errorf("output lacks the pool's steps:\n%s", text)
 		}
 	}

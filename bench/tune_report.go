@@ -118,8 +118,12 @@ func replicaAdvice(p *printer, r *TuneReport, a *ReplicaAdvice) {
 	}
 	p.printf("  %s; bound: %s\n", sat, a.Bound)
 	if pc := a.Pool; pc != nil {
-		p.printf("  the pool: %.1f inputs/s through the sidecar, %.2fx one replica straight (%.1f at batch %d); each extra replica added %.0f%% of one\n",
-			pc.Best, pc.Scaling, pc.Single, pc.Batch, pc.Gain*100)
+		sat := "saturated"
+		if !pc.Saturated {
+			sat = "still growing at the most clients tried"
+		}
+		p.printf("  the pool: %.1f inputs/s through the sidecar (%s), %.2fx one replica straight (%.1f at batch %d); each extra replica added %.0f%% of one\n",
+			pc.Best, sat, pc.Scaling, pc.Single, pc.Batch, pc.Gain*100)
 	}
 	verb := map[string]string{ActionRaise: "Raise to", ActionKeep: "Keep", ActionLower: "Lower to"}[a.Action]
 	p.printf("  %s %d: %s.\n", verb, a.ReplicasPerGPU, a.Reason)

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-func TestParseStat(t *testing.T) {
+func TestBenchMissPathParseStat(t *testing.T) {
 	for _, tc := range []struct {
 		name, line string
 		ticks      int64
@@ -44,7 +44,7 @@ func TestParseStat(t *testing.T) {
 	}
 }
 
-func TestPercentile(t *testing.T) {
+func TestBenchMissPathPercentile(t *testing.T) {
 	ms := func(v ...int) []time.Duration {
 		out := make([]time.Duration, len(v))
 		for i, x := range v {
@@ -66,8 +66,8 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
-// TestNginxConf checks the written configuration with nginx's own test.
-func TestNginxConf(t *testing.T) {
+// TestBenchMissPathNginxConf checks the written configuration with nginx's own test.
+func TestBenchMissPathNginxConf(t *testing.T) {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		t.Skip("nginx is not installed")
@@ -88,9 +88,9 @@ func TestNginxConf(t *testing.T) {
 	}
 }
 
-// TestMissPathQuick runs the whole measurement for a few seconds: three
+// TestBenchMissPathQuick runs the whole measurement for a few seconds: three
 // paths in both tables, the targets judged, and no process left behind.
-func TestMissPathQuick(t *testing.T) {
+func TestBenchMissPathQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the sidecar and runs for seconds")
 	}
