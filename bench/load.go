@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,7 +12,16 @@ import (
 type load struct {
 	latencies []time.Duration // of the requests that succeeded
 	elapsed   time.Duration   // from the first request to the last answer
+	refused   int             // calls that returned a refusal (errRefused)
 }
+
+// errRefused marks a call the server turned away for load (a 429): drive
+// counts it and goes on, after refusalPause, where any other error stops
+// it. Only the load scenarios' calls return it.
+var errRefused = errors.New("refused for load")
+
+// refusalPause keeps a refused client from spinning on the server.
+const refusalPause = 10 * time.Millisecond
 
 // drive runs clients workers, each calling call (with its number, from 0)
 // in a loop, until maxRequests calls have started or duration has passed,
@@ -22,6 +32,7 @@ func drive(ctx context.Context, clients int, duration time.Duration, maxRequests
 	defer cancel()
 	var (
 		started  atomic.Int64
+		refused  atomic.Int64
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		firstErr error
@@ -33,7 +44,16 @@ func drive(ctx context.Context, clients int, duration time.Duration, maxRequests
 		wg.Go(func() {
 			for ctx.Err() == nil && started.Add(1) <= int64(maxRequests) && time.Now().Before(deadline) {
 				t0 := time.Now()
-				if err := call(ctx, w); err != nil {
+				err := call(ctx, w)
+				if errors.Is(err, errRefused) {
+					refused.Add(1)
+					select {
+					case <-ctx.Done():
+					case <-time.After(refusalPause):
+					}
+					continue
+				}
+				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = err
@@ -47,7 +67,7 @@ func drive(ctx context.Context, clients int, duration time.Duration, maxRequests
 		})
 	}
 	wg.Wait()
-	l := load{elapsed: time.Since(begin)}
+	l := load{elapsed: time.Since(begin), refused: int(refused.Load())}
 	if firstErr != nil {
 		return l, firstErr
 	}

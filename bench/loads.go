@@ -2,8 +2,10 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -79,9 +81,12 @@ type Traffic struct {
 	Clients int `json:"clients"`
 	// Batch is the texts of one request.
 	Batch int `json:"batch"`
-	// Requests and Inputs completed while measured.
+	// Requests and Inputs completed while measured; Refused counts the
+	// requests answered 429 (turned away for load), which are retried
+	// after 10ms and not in the latencies.
 	Requests  int     `json:"requests"`
 	Inputs    int     `json:"inputs"`
+	Refused   int     `json:"refused"`
 	DurationS float64 `json:"duration_s"`
 	// RequestsPerS and InputsPerS are over DurationS.
 	RequestsPerS float64 `json:"requests_per_s"`
@@ -175,7 +180,7 @@ func (p participant) loadOn(ctx context.Context, name string, duration, timeout 
 				n = clients
 			}
 			l, err := drive(ctx, clients, d, n, func(ctx context.Context, w int) error {
-				return p.c.forLoad(w).query(ctx, unique(ShortQuery), nil)
+				return refusal(p.c.forLoad(w).query(ctx, unique(ShortQuery), nil))
 			})
 			if !warm {
 				res.Queries = traffic(l, clients, 1)
@@ -210,7 +215,7 @@ func ingestLoad(ctx context.Context, c *client, duration time.Duration, n int, w
 			qn = 1
 		}
 		ql, err = drive(gctx, 1, duration, qn, func(ctx context.Context, w int) error {
-			return c.forLoad(w).query(ctx, unique(ShortQuery), nil)
+			return refusal(c.forLoad(w).query(ctx, unique(ShortQuery), nil))
 		})
 		return err
 	})
@@ -224,7 +229,7 @@ func ingestLoad(ctx context.Context, c *client, duration time.Duration, n int, w
 			}
 			// Worker w+1 so that with several replicas the query client
 			// and the first ingest client are not pinned together.
-			return c.forLoad(w+1).documents(ctx, texts, nil)
+			return refusal(c.forLoad(w+1).documents(ctx, texts, nil))
 		})
 		return err
 	})
@@ -232,12 +237,20 @@ func ingestLoad(ctx context.Context, c *client, duration time.Duration, n int, w
 	return traffic(ql, 1, 1), traffic(il, IngestClients, IngestBatch), err
 }
 
+// refusal marks a 429 as errRefused, which a load counts and goes on.
+func refusal(err error) error {
+	if se, ok := errors.AsType[*StatusError](err); ok && se.Status == http.StatusTooManyRequests {
+		return fmt.Errorf("%w: %w", errRefused, err)
+	}
+	return err
+}
+
 // traffic summarises a group's load.
 func traffic(l load, clients, batch int) Traffic {
 	st := summarize(seconds(l.latencies), 1)
 	t := Traffic{
 		Clients: clients, Batch: batch,
-		Requests: len(l.latencies), Inputs: len(l.latencies) * batch,
+		Requests: len(l.latencies), Inputs: len(l.latencies) * batch, Refused: l.refused,
 		DurationS: l.elapsed.Seconds(),
 		Mean:      st.Mean, P50: st.P50, P95: st.P95, P99: st.P99,
 	}

@@ -228,7 +228,7 @@ func checkLoadsSchema(t *testing.T, rep *Report) {
 		}
 		return v
 	}
-	trafficKeys := []string{"clients", "batch", "requests", "inputs", "duration_s", "requests_per_s", "inputs_per_s", "mean_s", "p50_s", "p95_s", "p99_s"}
+	trafficKeys := []string{"clients", "batch", "requests", "inputs", "refused", "duration_s", "requests_per_s", "inputs_per_s", "mean_s", "p50_s", "p95_s", "p99_s"}
 	poolKeys := []string{"pool", "replicas", "spread"}
 	replicaKeys := []string{"replica", "url", "state", "limit", "inputs", "calls", "failed_calls", "inputs_per_s", "share"}
 	scalingKeys := []string{"replicas", "target", "target_clients", "baseline", "baseline_clients", "ratio", "efficiency", "baseline_saturated"}
@@ -278,6 +278,32 @@ func TestBenchLoadsPinned(t *testing.T) {
 	}
 	if _, err := Run(t.Context(), Options{Target: Target{URL: a}, SkipRows: true, Loads: []string{"stampede"}}); err == nil || !strings.Contains(err.Error(), `unknown load scenario "stampede": want ingest, flood, misses`) {
 		t.Errorf("unknown load: %v", err)
+	}
+}
+
+// TestBenchLoadsRefused checks that a server turning a flood away (TEI's
+// 429 when its permits are taken) is counted, not a failed run, and that
+// other errors still stop it.
+func TestBenchLoadsRefused(t *testing.T) {
+	_, url := teisim.Start(t, append([]string{"--model-id", "BAAI/bge-m3", "--max-concurrent-requests", "8"}, simArgs...)...)
+	rep, err := Run(t.Context(), Options{Target: Target{URL: url}, SkipRows: true, Loads: []string{LoadFlood}, LoadDuration: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := rep.Loads[0].Target.Queries
+	if q.Refused == 0 || q.Requests == 0 {
+		t.Errorf("flood of 256 on 8 permits: %d requests, %d refused; want both", q.Requests, q.Refused)
+	}
+	var buf bytes.Buffer
+	if err := WriteText(&buf, rep); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("target    queries      256 %9d %8d ", q.Requests, q.Refused); !strings.Contains(buf.String(), want) {
+		t.Errorf("output lacks %q:\n%s", want, buf.String())
+	}
+	_, locked := teisim.Start(t, append([]string{"--model-id", "BAAI/bge-m3", "--api-key", "k"}, simArgs...)...)
+	if _, err := Run(t.Context(), Options{Target: Target{URL: locked}, SkipRows: true, Loads: []string{LoadMisses}, LoadDuration: 50 * time.Millisecond}); err == nil {
+		t.Error("a 401 did not stop the load")
 	}
 }
 

@@ -95,7 +95,7 @@ func loads(p *printer, r *Report) {
 	p.printf("\nLoad scenarios (every text unique; the sidecar is sent Cache-Control: no-cache; %gs each after a warm-up)\n", r.Loads[0].DurationS)
 	for _, l := range r.Loads {
 		p.printf("\n%s\n", l.Title)
-		p.printf("%-9s %-8s %7s %9s %10s %11s %9s %9s %9s\n", "server", "group", "clients", "requests", "requests/s", "inputs/s", "p50 ms", "p95 ms", "p99 ms")
+		p.printf("%-9s %-8s %7s %9s %8s %10s %11s %9s %9s %9s\n", "server", "group", "clients", "requests", "refused", "requests/s", "inputs/s", "p50 ms", "p95 ms", "p99 ms")
 		results := []struct {
 			who string
 			res *LoadResult
@@ -127,7 +127,7 @@ func loads(p *printer, r *Report) {
 
 func trafficLine(p *printer, who, group string, t Traffic) {
 	ms := func(v float64) float64 { return v * 1000 }
-	p.printf("%-9s %-8s %7d %9d %10.1f %11.1f %9.2f %9.2f %9.2f\n", who, group, t.Clients, t.Requests, t.RequestsPerS, t.InputsPerS, ms(t.P50), ms(t.P95), ms(t.P99))
+	p.printf("%-9s %-8s %7d %9d %8d %10.1f %11.1f %9.2f %9.2f %9.2f\n", who, group, t.Clients, t.Requests, t.Refused, t.RequestsPerS, t.InputsPerS, ms(t.P50), ms(t.P95), ms(t.P99))
 }
 
 // metricName is a Comparison's metric as the text report names it.
