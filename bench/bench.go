@@ -42,12 +42,20 @@ type Options struct {
 	// SkipRerank leaves out the rerank rows, for a target without a
 	// reranker.
 	SkipRerank bool
+	// SkipRows leaves out the plugin's rows and ours (the cache rows and
+	// the uncached variants), to run only the sweep or the loads.
+	SkipRows bool
 	// Sweep lists the client counts of the concurrency sweep; empty skips it.
 	Sweep []int
 	// SweepDuration bounds each sweep level; 0 means 5s.
 	SweepDuration time.Duration
 	// SweepRequests bounds each sweep level's requests; 0 means 2000.
 	SweepRequests int
+	// Loads lists the load scenarios run after the sweep (LoadIngest,
+	// LoadFlood, LoadMisses), each on the target, then the baseline.
+	Loads []string
+	// LoadDuration bounds each load scenario on each server; 0 means 5s.
+	LoadDuration time.Duration
 	// Timeout bounds each request; 0 means 30s.
 	Timeout time.Duration
 	// Progress, when set, is called after each unit of work (one
@@ -84,6 +92,38 @@ type Report struct {
 	Rows  []Row    `json:"rows"`
 	// Sweep is empty when the sweep was skipped.
 	Sweep []SweepLevel `json:"sweep"`
+	// Loads are the load scenarios run, in order; empty when none.
+	Loads []LoadReport `json:"loads"`
+	// Replicas is how the sidecar (the target) spread the whole run's
+	// inputs over its replicas; absent when the target is not the sidecar
+	// or its metrics could not be read.
+	Replicas []PoolUse `json:"replicas,omitempty"`
+	// Scaling sets the sidecar's capacity beside one replica's straight;
+	// absent unless the baseline is a replica of the target's pool (bench
+	// --sidecar) and the sweep ran.
+	Scaling *Scaling `json:"scaling,omitempty"`
+}
+
+// Scaling compares the sweep's best throughput through the sidecar, over
+// every replica of its pool, with its best throughput on one replica
+// straight: with n replicas, ideally n times as much.
+type Scaling struct {
+	// Replicas counts the embed replicas that were ready or took inputs
+	// during the sweep.
+	Replicas int `json:"replicas"`
+	// Target and Baseline are the best sweep levels' queries per second
+	// and Clients those levels' client counts.
+	Target          float64 `json:"target"`
+	TargetClients   int     `json:"target_clients"`
+	Baseline        float64 `json:"baseline"`
+	BaselineClients int     `json:"baseline_clients"`
+	// Ratio is Target ÷ Baseline; Efficiency is Ratio ÷ Replicas.
+	Ratio      float64 `json:"ratio"`
+	Efficiency float64 `json:"efficiency"`
+	// BaselineSaturated says whether one replica reached its capacity in
+	// the sweep: its best level is not the last, or the last gained less
+	// than 10% over the one before. Without it the ratio flatters.
+	BaselineSaturated bool `json:"baseline_saturated"`
 }
 
 // TargetReport says what was measured.
@@ -169,6 +209,9 @@ type Result struct {
 type participant struct {
 	name string // "target" or "baseline"
 	c    *client
+	// m reads the sidecar's metrics; nil when the server is not the
+	// sidecar or they cannot be read.
+	m *meter
 }
 
 // Run benchmarks o.Target (and o.Baseline). A non-2xx answer, a malformed
@@ -182,6 +225,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.SweepRequests == 0 {
 		o.SweepRequests = DefaultSweepRequests
+	}
+	if o.LoadDuration == 0 {
+		o.LoadDuration = DefaultLoadDuration
+	}
+	for _, l := range o.Loads {
+		if !slices.Contains(Loads, l) {
+			return nil, fmt.Errorf("unknown load scenario %q: want %s", l, strings.Join(Loads, ", "))
+		}
 	}
 	for _, n := range o.Sweep {
 		if n < 1 {
@@ -201,7 +252,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("target: %w", err)
 	}
-	parts := []participant{{"target", target}}
+	parts := []participant{{name: "target", c: target}}
 	rep := &Report{
 		SchemaVersion: SchemaVersion,
 		StartedAt:     time.Now().UTC(),
@@ -210,36 +261,56 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Notes:         []string{},
 		Rows:          []Row{},
 		Sweep:         []SweepLevel{},
+		Loads:         []LoadReport{},
 	}
 	if o.Baseline != nil {
 		base, err := newClient(ctx, *o.Baseline, hc, o.Timeout)
 		if err != nil {
 			return nil, fmt.Errorf("baseline: %w", err)
 		}
-		parts = append(parts, participant{"baseline", base})
+		parts = append(parts, participant{name: "baseline", c: base})
 		br := base.report()
 		rep.Baseline = &br
 	}
+	for i := range parts {
+		p := &parts[i]
+		if !p.c.sidecar {
+			continue
+		}
+		m, err := newMeter(ctx, p.c.embed)
+		if err != nil {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("The %s's figures per replica are left out: %v.", p.name, err))
+			continue
+		}
+		p.m = m
+	}
+	var runStart counters
+	started := time.Now()
+	if m := parts[0].m; m != nil {
+		if runStart, err = m.scrape(ctx); err != nil {
+			return nil, err
+		}
+	}
 	skipRerank := o.SkipRerank
-	if !skipRerank && target.noRerank != "" {
+	if !skipRerank && !o.SkipRows && target.noRerank != "" {
 		skipRerank = true
 		rep.Target.RerankSkipped = target.noRerank
 		rep.Notes = append(rep.Notes, "The rerank rows are left out: "+target.noRerank+" (give the reranker's URL with --rerank-target).")
 	}
-	if b := rep.Baseline; b != nil && !skipRerank && parts[1].c.noRerank != "" {
+	if b := rep.Baseline; b != nil && !skipRerank && !o.SkipRows && parts[1].c.noRerank != "" {
 		b.RerankSkipped = parts[1].c.noRerank
 		rep.Notes = append(rep.Notes, "The rerank rows ran on the target only: "+b.RerankSkipped+" (give the baseline's reranker with --baseline-rerank).")
 	}
 
 	var scenarios []Scenario
 	for _, s := range Scenarios() {
-		if skipRerank && s.Kind == KindRerank {
+		if o.SkipRows || skipRerank && s.Kind == KindRerank {
 			continue
 		}
 		scenarios = append(scenarios, s.scaled(scale))
 	}
 	caching := slices.ContainsFunc(parts, func(p participant) bool { return p.c.sidecar })
-	total := len(o.Sweep) * len(parts)
+	total := (len(o.Sweep) + len(o.Loads)) * len(parts)
 	for _, s := range scenarios {
 		units := (s.Warmup + s.Iterations) * len(parts)
 		total += units
@@ -288,7 +359,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for _, n := range o.Sweep {
 		level := SweepLevel{Clients: n}
 		for _, p := range parts {
-			l, err := sweepLevel(ctx, p.c, n, o.SweepDuration, o.SweepRequests)
+			l, err := p.sweepLevel(ctx, n, o.SweepDuration, o.SweepRequests)
 			if err != nil {
 				return nil, fmt.Errorf("sweep with %d clients on the %s: %w", n, p.name, p.c.explain(err))
 			}
@@ -305,7 +376,54 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		rep.Sweep = append(rep.Sweep, level)
 	}
+	for _, name := range o.Loads {
+		l, err := runLoad(ctx, name, parts, o.LoadDuration, o.Timeout, tick)
+		if err != nil {
+			return nil, err
+		}
+		rep.Loads = append(rep.Loads, l)
+	}
+	if m := parts[0].m; m != nil {
+		end, err := m.scrape(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rep.Replicas = poolUse(runStart, end, m.replicas(ctx), time.Since(started))
+	}
+	if b := rep.Baseline; b != nil && b.FoundVia != "" && rep.Target.Sidecar {
+		rep.Scaling = scaling(rep.Sweep)
+	}
 	return rep, nil
+}
+
+// scaling compares the sweep's best levels on the target and the baseline;
+// nil without a baseline's sweep.
+func scaling(levels []SweepLevel) *Scaling {
+	var sc Scaling
+	for _, l := range levels {
+		if l.Baseline == nil {
+			return nil
+		}
+		if l.Target.Throughput > sc.Target {
+			sc.Target, sc.TargetClients = l.Target.Throughput, l.Clients
+			if pu := poolOf(l.Target.Replicas, PoolEmbed); pu != nil {
+				sc.Replicas = len(pu.Replicas)
+			}
+		}
+		if l.Baseline.Throughput > sc.Baseline {
+			sc.Baseline, sc.BaselineClients = l.Baseline.Throughput, l.Clients
+		}
+	}
+	if sc.Baseline == 0 || sc.Replicas == 0 {
+		return nil
+	}
+	n := len(levels)
+	last := levels[n-1]
+	sc.BaselineSaturated = sc.BaselineClients != last.Clients ||
+		n > 1 && last.Baseline.Throughput < 1.1*levels[n-2].Baseline.Throughput
+	sc.Ratio = sc.Target / sc.Baseline
+	sc.Efficiency = sc.Ratio / float64(sc.Replicas)
+	return &sc
 }
 
 // wantsVariant reports whether a row answered from a cache gets an

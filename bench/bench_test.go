@@ -195,8 +195,8 @@ func TestBenchSidecarRows(t *testing.T) {
 		if r.Target.SplitAt != 0 || r.Note != "" {
 			t.Errorf("row %q: split at %d, note %q; the sidecar needs no split", r.Name, r.Target.SplitAt, r.Note)
 		}
-		if r.Target.CacheFrom != CacheFromTexts {
-			t.Errorf("row %q: cache known from %q, want %q (no X-Cache header yet)", r.Name, r.Target.CacheFrom, CacheFromTexts)
+		if r.Target.CacheFrom != CacheFromHeader {
+			t.Errorf("row %q: cache known from %q, want %q (the sidecar sends X-Cache on every face)", r.Name, r.Target.CacheFrom, CacheFromHeader)
 		}
 		if r.Uncached != (r.VariantOf != "" || r.Name == "Query embedding, cache miss") {
 			t.Errorf("row %q: uncached %v, variant of %q", r.Name, r.Uncached, r.VariantOf)
@@ -346,8 +346,9 @@ func TestBenchJSONSchema(t *testing.T) {
 	// rerank_model_id is absent: rerank calls go to the target's URL;
 	// found_via and rerank_skipped too.
 	targetKeys := []string{"url", "rerank_url", "face", "model_id", "tei_version", "simulator", "sidecar", "batch", "rerank_batch"}
-	loadKeys := []string{"requests", "duration_s", "throughput", "mean_s", "p50_s", "p95_s", "p99_s"}
-	keys(t, "report", doc, "schema_version", "started_at", "target", "baseline", "scale", "notes", "rows", "sweep")
+	// replicas: the target and the baseline are the sidecar.
+	loadKeys := []string{"requests", "duration_s", "throughput", "mean_s", "p50_s", "p95_s", "p99_s", "replicas"}
+	keys(t, "report", doc, "schema_version", "started_at", "target", "baseline", "scale", "notes", "rows", "sweep", "loads", "replicas")
 	if doc["schema_version"] != float64(2) || SchemaVersion != 2 {
 		t.Errorf("schema_version = %v", doc["schema_version"])
 	}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,17 +12,27 @@ import (
 type load struct {
 	latencies []time.Duration // of the requests that succeeded
 	elapsed   time.Duration   // from the first request to the last answer
+	refused   int             // calls that returned a refusal (errRefused)
 }
 
-// drive runs clients workers, each calling call in a loop, until maxRequests
-// calls have started or duration has passed, whichever comes first. The
-// first error stops every worker and is returned; calls in flight then are
-// cancelled.
-func drive(ctx context.Context, clients int, duration time.Duration, maxRequests int, call func(context.Context) error) (load, error) {
+// errRefused marks a call the server turned away for load (a 429): drive
+// counts it and goes on, after refusalPause, where any other error stops
+// it. Only the load scenarios' calls return it.
+var errRefused = errors.New("refused for load")
+
+// refusalPause keeps a refused client from spinning on the server.
+const refusalPause = 10 * time.Millisecond
+
+// drive runs clients workers, each calling call (with its number, from 0)
+// in a loop, until maxRequests calls have started or duration has passed,
+// whichever comes first. The first error stops every worker and is
+// returned; calls in flight then are cancelled.
+func drive(ctx context.Context, clients int, duration time.Duration, maxRequests int, call func(ctx context.Context, worker int) error) (load, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
 		started  atomic.Int64
+		refused  atomic.Int64
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		firstErr error
@@ -33,7 +44,16 @@ func drive(ctx context.Context, clients int, duration time.Duration, maxRequests
 		wg.Go(func() {
 			for ctx.Err() == nil && started.Add(1) <= int64(maxRequests) && time.Now().Before(deadline) {
 				t0 := time.Now()
-				if err := call(ctx); err != nil {
+				err := call(ctx, w)
+				if errors.Is(err, errRefused) {
+					refused.Add(1)
+					select {
+					case <-ctx.Done():
+					case <-time.After(refusalPause):
+					}
+					continue
+				}
+				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = err
@@ -47,7 +67,7 @@ func drive(ctx context.Context, clients int, duration time.Duration, maxRequests
 		})
 	}
 	wg.Wait()
-	l := load{elapsed: time.Since(begin)}
+	l := load{elapsed: time.Since(begin), refused: int(refused.Load())}
 	if firstErr != nil {
 		return l, firstErr
 	}
@@ -84,13 +104,29 @@ type Load struct {
 	P50  float64 `json:"p50_s"`
 	P95  float64 `json:"p95_s"`
 	P99  float64 `json:"p99_s"`
+	// Replicas is how the sidecar spread the level's inputs over its
+	// replicas (its /metrics); absent when the server is not the sidecar.
+	Replicas []PoolUse `json:"replicas,omitempty"`
 }
 
-// sweepLevel drives c with clients concurrent query embeds.
-func sweepLevel(ctx context.Context, c *client, clients int, duration time.Duration, maxRequests int) (Load, error) {
-	l, err := drive(ctx, clients, duration, maxRequests, func(ctx context.Context) error {
-		return c.query(ctx, unique(ShortQuery), nil)
-	})
+// sweepLevel drives p with clients concurrent query embeds, watched
+// through the sidecar's metrics when p is the sidecar.
+func (p participant) sweepLevel(ctx context.Context, clients int, duration time.Duration, maxRequests int) (Load, error) {
+	var l load
+	run := func() (time.Duration, error) {
+		var err error
+		l, err = drive(ctx, clients, duration, maxRequests, func(ctx context.Context, _ int) error {
+			return p.c.query(ctx, unique(ShortQuery), nil)
+		})
+		return l.elapsed, err
+	}
+	var uses []PoolUse
+	var err error
+	if p.m != nil {
+		uses, err = p.m.measure(ctx, run)
+	} else {
+		_, err = run()
+	}
 	if err != nil {
 		return Load{}, err
 	}
@@ -102,6 +138,7 @@ func sweepLevel(ctx context.Context, c *client, clients int, duration time.Durat
 		P50:       st.P50,
 		P95:       st.P95,
 		P99:       st.P99,
+		Replicas:  uses,
 	}
 	if l.elapsed > 0 {
 		out.Throughput = float64(out.Requests) / l.elapsed.Seconds()

@@ -18,18 +18,27 @@ var (
 // it), notes, then details, the sweep and the comparison with the baseline.
 func WriteText(w io.Writer, r *Report) error {
 	p := &printer{w: w}
-	summary(p, "BENCHMARK SUMMARY", "Target", r.Target, r.Rows, func(row Row) *Result { return &row.Target })
-	if r.Baseline != nil {
-		summary(p, "BASELINE SUMMARY", "Baseline", *r.Baseline, r.Rows, func(row Row) *Result { return row.Baseline })
+	if len(r.Rows) > 0 {
+		summary(p, "BENCHMARK SUMMARY", "Target", r.Target, r.Rows, func(row Row) *Result { return &row.Target })
+		if r.Baseline != nil {
+			summary(p, "BASELINE SUMMARY", "Baseline", *r.Baseline, r.Rows, func(row Row) *Result { return row.Baseline })
+		}
+		p.printf("Cache: hit = every call answered from a cache, miss = every call went to the model, partial = some, - = no cache (TEI itself).\n")
+	} else {
+		p.printf("Target: %s\n", describe(r.Target, false))
+		if r.Baseline != nil {
+			p.printf("Baseline: %s\n", describe(*r.Baseline, false))
+		}
 	}
-	p.printf("Cache: hit = every call answered from a cache, miss = every call went to the model, partial = some, - = no cache (TEI itself).\n")
 	notes(p, r)
 
-	p.printf("\nDetails (ms; p50/p95/p99 interpolate between the closest ranks)\n")
-	details(p, r.Rows, func(row Row) *Result { return &row.Target })
-	if r.Baseline != nil {
-		p.printf("\nBaseline details (ms)\n")
-		details(p, r.Rows, func(row Row) *Result { return row.Baseline })
+	if len(r.Rows) > 0 {
+		p.printf("\nDetails (ms; p50/p95/p99 interpolate between the closest ranks)\n")
+		details(p, r.Rows, func(row Row) *Result { return &row.Target })
+		if r.Baseline != nil {
+			p.printf("\nBaseline details (ms)\n")
+			details(p, r.Rows, func(row Row) *Result { return row.Baseline })
+		}
 	}
 
 	if len(r.Sweep) > 0 {
@@ -43,7 +52,7 @@ func WriteText(w io.Writer, r *Report) error {
 		}
 	}
 
-	if r.Baseline != nil {
+	if r.Baseline != nil && len(r.Rows)+len(r.Sweep) > 0 {
 		p.printf("\nCompared with the baseline (ratio = target mean / baseline mean; speedup = baseline mean / target mean; cache: target/baseline)\n")
 		p.printf("%-40s %12s %12s %8s %9s  %s\n", "Test", "Target ms", "Baseline ms", "Ratio", "Speedup", "Cache")
 		p.printf("%s\n", dash)
@@ -65,7 +74,130 @@ func WriteText(w io.Writer, r *Report) error {
 			p.printf("%-40s %12.2f %12.2f %8s %9s  %s\n", name, l.Target.Mean*1000, l.Baseline.Mean*1000, num(l.Ratio, ""), num(l.Speedup, "x"), "uncached")
 		}
 	}
+	loads(p, r)
+	replicas(p, r)
+	if sc := r.Scaling; sc != nil {
+		p.printf("\nScaling: through the sidecar, %d embed %s served %.1f queries/s (its best sweep level, %d clients): %.2fx one replica straight (%.1f, at %d clients); ideal %dx, efficiency %.0f%%.\n",
+			sc.Replicas, plural(sc.Replicas, "replica", "replicas"), sc.Target, sc.TargetClients, sc.Ratio, sc.Baseline, sc.BaselineClients, sc.Replicas, sc.Efficiency*100)
+		if !sc.BaselineSaturated {
+			p.printf("One replica's throughput still grew at the sweep's last level (%d clients): it had not reached its capacity, so the ratio is not the pool's scaling; add a larger client count to --sweep.\n", sc.BaselineClients)
+		}
+	}
 	return p.err
+}
+
+// loads prints the load scenarios: each group of clients on each server,
+// then the figures compared, with the goals.
+func loads(p *printer, r *Report) {
+	if len(r.Loads) == 0 {
+		return
+	}
+	p.printf("\nLoad scenarios (every text unique; the sidecar is sent Cache-Control: no-cache; %gs each after a warm-up)\n", r.Loads[0].DurationS)
+	for _, l := range r.Loads {
+		p.printf("\n%s\n", l.Title)
+		p.printf("%-9s %-8s %7s %9s %8s %10s %11s %9s %9s %9s\n", "server", "group", "clients", "requests", "refused", "requests/s", "inputs/s", "p50 ms", "p95 ms", "p99 ms")
+		results := []struct {
+			who string
+			res *LoadResult
+		}{{"target", &l.Target}, {"baseline", l.Baseline}}
+		for _, x := range results {
+			if x.res == nil {
+				continue
+			}
+			trafficLine(p, x.who, "queries", x.res.Queries)
+			if x.res.Ingest != nil {
+				trafficLine(p, x.who, "ingest", *x.res.Ingest)
+			}
+			if x.res.PinnedTo > 1 {
+				p.printf("%-9s (clients spread over %d replicas, client i on the (i mod %d)th)\n", "", x.res.PinnedTo, x.res.PinnedTo)
+			}
+		}
+		for _, c := range l.Compare {
+			goal := ""
+			switch {
+			case c.GoalMax != nil:
+				goal = fmt.Sprintf(" (goal <= %.2f: %s)", *c.GoalMax, metWord(*c.Met))
+			case c.GoalMin != nil:
+				goal = fmt.Sprintf(" (goal >= %.2f: %s)", *c.GoalMin, metWord(*c.Met))
+			}
+			p.printf("  %-20s target/baseline %.2f%s\n", metricName(c.Metric)+":", c.Ratio, goal)
+		}
+	}
+}
+
+func trafficLine(p *printer, who, group string, t Traffic) {
+	ms := func(v float64) float64 { return v * 1000 }
+	p.printf("%-9s %-8s %7d %9d %8d %10.1f %11.1f %9.2f %9.2f %9.2f\n", who, group, t.Clients, t.Requests, t.Refused, t.RequestsPerS, t.InputsPerS, ms(t.P50), ms(t.P95), ms(t.P99))
+}
+
+// metricName is a Comparison's metric as the text report names it.
+func metricName(m string) string {
+	switch m {
+	case "query_p50_s":
+		return "query p50"
+	case "query_p99_s":
+		return "query p99"
+	case "ingest_inputs_per_s":
+		return "ingest inputs/s"
+	case "queries_per_s":
+		return "queries/s"
+	case "p99_s":
+		return "p99"
+	case "p50_s":
+		return "p50"
+	}
+	return m
+}
+
+func metWord(met bool) string {
+	if met {
+		return "met"
+	}
+	return "missed"
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// replicas prints how the sidecar spread each load's inputs over its
+// replicas, then the whole run's.
+func replicas(p *printer, r *Report) {
+	type group struct {
+		name string
+		uses []PoolUse
+	}
+	var groups []group
+	for _, l := range r.Sweep {
+		groups = append(groups, group{fmt.Sprintf("Sweep, %d clients", l.Clients), l.Target.Replicas})
+	}
+	for _, l := range r.Loads {
+		groups = append(groups, group{l.Title, l.Target.Replicas})
+	}
+	groups = append(groups, group{"The whole run", r.Replicas})
+	if !slices.ContainsFunc(groups, func(g group) bool { return len(g.uses) > 0 }) {
+		return
+	}
+	p.printf("\nPer replica (the target's /metrics: what the sidecar sent each TEI; limit and state from its /status after)\n")
+	for _, g := range groups {
+		for _, u := range g.uses {
+			p.printf("%s: %s pool, %d %s, spread %.1f%% from an even share\n", g.name, u.Pool, len(u.Replicas), plural(len(u.Replicas), "replica", "replicas"), u.Spread*100)
+			p.printf("  %-26s %9s %10s %7s %7s %7s %6s  %s\n", "replica", "inputs", "inputs/s", "share", "calls", "failed", "limit", "state")
+			for _, ru := range u.Replicas {
+				p.printf("  %-26s %9d %10.1f %6.1f%% %7d %7d %6d  %s\n", ru.Replica, ru.Inputs, ru.InputsPerS, ru.Share*100, ru.Calls, ru.FailedCalls, ru.Limit, orDash(ru.State))
+			}
+		}
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // summary prints the plugin's BENCHMARK SUMMARY block, each line as its

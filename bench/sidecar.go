@@ -25,12 +25,19 @@ const (
 // sidecarStatus is the part of the sidecar's GET /status the tools read.
 type sidecarStatus struct {
 	Pools map[string]struct {
-		ModelID  string `json:"model_id"`
-		Replicas []struct {
-			URL   string `json:"url"`
-			State string `json:"state"`
-		} `json:"replicas"`
+		ModelID  string          `json:"model_id"`
+		Replicas []statusReplica `json:"replicas"`
 	} `json:"pools"`
+}
+
+// statusReplica is one replica in the sidecar's /status.
+type statusReplica struct {
+	URL   string `json:"url"`
+	State string `json:"state"`
+	// Inflight and Limit are the inputs in flight to it and the most it
+	// may take at once (which the sidecar's scheduler adapts).
+	Inflight int `json:"inflight_inputs"`
+	Limit    int `json:"limit"`
 }
 
 // SidecarTEI is the TEI behind a sidecar, as its GET /status names it.
@@ -52,6 +59,9 @@ type SidecarPool struct {
 	// URL is the first ready replica's, without the credentials /status
 	// redacts.
 	URL string `json:"url"`
+	// URLs are every ready replica's, URL first, without credentials: the
+	// load scenarios spread a baseline's clients over them.
+	URLs []string `json:"urls"`
 	// Ready and Replicas count the pool's ready replicas and all of them.
 	Ready    int `json:"ready"`
 	Replicas int `json:"replicas"`
@@ -110,12 +120,13 @@ func FindTEI(ctx context.Context, sidecarURL, token string, hc *http.Client) (*S
 				continue
 			}
 			pool.Ready++
-			if pool.URL != "" {
-				continue
-			}
 			u, dropped, err := withoutCredentials(r.URL)
 			if err != nil {
 				return nil, fmt.Errorf("GET %s/status: %s replica %q: %w", base, name, r.URL, err)
+			}
+			pool.URLs = append(pool.URLs, u)
+			if pool.URL != "" {
+				continue
 			}
 			pool.URL = u
 			if dropped {
@@ -130,7 +141,7 @@ func FindTEI(ctx context.Context, sidecarURL, token string, hc *http.Client) (*S
 			continue
 		}
 		if pool.Ready > 1 {
-			out.Notes = append(out.Notes, fmt.Sprintf("the %s pool has %d ready replicas; only the first, %s, is called", name, pool.Ready, pool.URL))
+			out.Notes = append(out.Notes, fmt.Sprintf("the %s pool has %d ready replicas (%s); the first is the one called straight", name, pool.Ready, strings.Join(pool.URLs, ", ")))
 		}
 		if name == PoolEmbed {
 			out.Embed = pool

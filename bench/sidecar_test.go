@@ -77,11 +77,11 @@ func TestBenchFindTEI(t *testing.T) {
 		want, err         string
 	}{
 		{name: "ready replicas only, credentials dropped", body: two,
-			want: "embed BAAI/bge-m3 http://127.0.0.1:32768 2/3; rerank BAAI/bge-reranker-v2-m3 http://tei-rerank:80 1/1; " +
-				"notes [the embed pool has 2 ready replicas; only the first, http://127.0.0.1:32768, is called | " +
+			want: "embed BAAI/bge-m3 http://127.0.0.1:32768 [http://127.0.0.1:32768 http://127.0.0.1:32769] 2/3; rerank BAAI/bge-reranker-v2-m3 http://tei-rerank:80 [http://tei-rerank:80] 1/1; " +
+				"notes [the embed pool has 2 ready replicas (http://127.0.0.1:32768, http://127.0.0.1:32769); the first is the one called straight | " +
 				"the rerank replica's URL carries credentials, which /status redacts; none are sent]"},
 		{name: "no ready reranker", body: noRerank,
-			want: "embed m http://tei-embed:80 1/1; rerank none; notes [the sidecar's rerank pool has no ready replica (states: down)]"},
+			want: "embed m http://tei-embed:80 [http://tei-embed:80] 1/1; rerank none; notes [the sidecar's rerank pool has no ready replica (states: down)]"},
 		{name: "no ready embedder", body: noneReady, err: "has no ready embedding replica (states: draining, refused); wait for it"},
 		{name: "an older sidecar", body: old, err: "lists no pools: the sidecar is older than this tool"},
 		{name: "token missing", body: two, token: "-", err: "HTTP 401: the sidecar wants its bearer token (BEARER_TOKEN"},
@@ -106,9 +106,9 @@ func TestBenchFindTEI(t *testing.T) {
 			if st.Sidecar != url {
 				t.Errorf("sidecar %q, want %q", st.Sidecar, url)
 			}
-			got := fmt.Sprintf("embed %s %s %d/%d; ", st.Embed.ModelID, st.Embed.URL, st.Embed.Ready, st.Embed.Replicas)
+			got := fmt.Sprintf("embed %s %s %v %d/%d; ", st.Embed.ModelID, st.Embed.URL, st.Embed.URLs, st.Embed.Ready, st.Embed.Replicas)
 			if r := st.Rerank; r != nil {
-				got += fmt.Sprintf("rerank %s %s %d/%d; ", r.ModelID, r.URL, r.Ready, r.Replicas)
+				got += fmt.Sprintf("rerank %s %s %v %d/%d; ", r.ModelID, r.URL, r.URLs, r.Ready, r.Replicas)
 			} else {
 				got += "rerank none; "
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,6 +55,10 @@ type Target struct {
 	// FoundVia is the sidecar whose GET /status named this TEI; a 401 from
 	// it then explains how to share TEI's API key.
 	FoundVia string
+	// PoolURLs are every replica of URL's pool, URL among them: the load
+	// scenarios pin client i to PoolURLs[i mod n], as clients balancing
+	// by themselves would. Empty means URL alone.
+	PoolURLs []string
 }
 
 // Validate checks what can be checked without calling the target.
@@ -61,7 +66,7 @@ func (t Target) Validate() error {
 	if t.URL == "" {
 		return errors.New("a target URL is required")
 	}
-	for _, u := range []string{t.URL, t.RerankURL} {
+	for _, u := range append([]string{t.URL, t.RerankURL}, t.PoolURLs...) {
 		if u == "" {
 			continue
 		}
@@ -105,7 +110,12 @@ type client struct {
 	face   Face
 	embed  *tei.Client
 	rerank *tei.Client
-	model  string
+	// pool are the embed clients of Target.PoolURLs; nil with one URL.
+	pool []*tei.Client
+	// noCache is embed asking the sidecar to skip its cache lookups
+	// (Cache-Control: no-cache); nil when the target is not the sidecar.
+	noCache *tei.Client
+	model   string
 	// batch and rerankBatch are the most texts of one embed call and the
 	// most passages of one rerank call; 0: no cap.
 	batch, rerankBatch int
@@ -172,6 +182,16 @@ func newClient(ctx context.Context, t Target, hc *http.Client, timeout time.Dura
 	}
 	c.sidecar = c.face == FacePlugin || isSidecar(ictx, c.embed)
 	c.simulator = simulatorOf(c.info)
+	if c.sidecar {
+		nc := &http.Client{Transport: headerTransport{next: transportOf(hc), key: "Cache-Control", value: "no-cache"}, Timeout: hc.Timeout}
+		if c.noCache, err = tei.NewClient(c.embed.BaseURL(), append(slices.Clone(opts), tei.WithHTTPClient(nc))...); err != nil {
+			return nil, err
+		}
+	}
+	poolBatch, err := c.connectPool(ictx, t.PoolURLs, opts)
+	if err != nil {
+		return nil, err
+	}
 	if c.face == FaceOpenAI && c.model == "" {
 		if c.info == nil {
 			return nil, fmt.Errorf("GET %s/info for the openai face's model: %w (set the model explicitly)", c.embed.BaseURL(), c.infoErr)
@@ -187,6 +207,9 @@ func newClient(ctx context.Context, t Target, hc *http.Client, timeout time.Dura
 		c.batchFrom = "its max_client_batch_size"
 		if c.info != nil {
 			c.batch = c.info.MaxClientBatchSize
+		}
+		if poolBatch > 0 && (c.batch == 0 || poolBatch < c.batch) {
+			c.batch = poolBatch
 		}
 		switch {
 		case c.rinfo != nil:
@@ -204,6 +227,70 @@ func newClient(ctx context.Context, t Target, hc *http.Client, timeout time.Dura
 		}
 	}
 	return c, nil
+}
+
+// connectPool makes a client for each of urls but the target's own, and
+// returns the smallest max_client_batch_size their /info gives (0: none),
+// so a pinned client's calls fit whichever replica it is pinned to.
+func (c *client) connectPool(ctx context.Context, urls []string, opts []tei.Option) (int, error) {
+	if len(urls) < 2 {
+		return 0, nil
+	}
+	batch := 0
+	for _, raw := range urls {
+		u, _ := NormalizeURL(raw)
+		if u == c.embed.BaseURL() {
+			c.pool = append(c.pool, c.embed)
+			continue
+		}
+		pc, err := tei.NewClient(u, opts...)
+		if err != nil {
+			return 0, err
+		}
+		c.pool = append(c.pool, pc)
+		info, err := pc.Info(ctx)
+		if err != nil {
+			return 0, c.explain(fmt.Errorf("GET %s/info: %w", u, err))
+		}
+		if n := info.MaxClientBatchSize; n > 0 && (batch == 0 || n < batch) {
+			batch = n
+		}
+	}
+	return batch, nil
+}
+
+// forLoad is the client a load scenario's worker w calls through: the
+// sidecar without its cache lookups, or the replica of the pool w is
+// pinned to.
+func (c *client) forLoad(w int) *client {
+	lc := *c
+	switch {
+	case c.noCache != nil:
+		lc.embed = c.noCache
+	case len(c.pool) > 0:
+		lc.embed = c.pool[w%len(c.pool)]
+	}
+	return &lc
+}
+
+// headerTransport sets one header on every request it sends.
+type headerTransport struct {
+	next       http.RoundTripper
+	key, value string
+}
+
+func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	// A RoundTripper must not change the request it is given.
+	r = r.Clone(r.Context())
+	r.Header.Set(t.key, t.value)
+	return t.next.RoundTrip(r)
+}
+
+func transportOf(hc *http.Client) http.RoundTripper {
+	if hc.Transport != nil {
+		return hc.Transport
+	}
+	return http.DefaultTransport
 }
 
 func article(word string) string {

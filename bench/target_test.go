@@ -164,7 +164,8 @@ func TestFaces(t *testing.T) {
 		// Only the sidecar serves the plugin's calls, and it caches, so
 		// each of the plugin's rows has an uncached variant: 24 more
 		// queries, 6 document calls and 4 rerank calls; none is split.
-		{FacePlugin, map[string]int{"/plugin/embed_query": 30 + 24, "/plugin/embed_documents": 6 + 6, "/plugin/rerank": 4 + 4}},
+		// Its /metrics is read once, for the figures per replica.
+		{FacePlugin, map[string]int{"/metrics": 1, "/plugin/embed_documents": 6 + 6, "/plugin/embed_query": 30 + 24, "/plugin/rerank": 4 + 4}},
 	} {
 		t.Run(string(tc.face), func(t *testing.T) {
 			stub := &faceStub{t: t}

@@ -48,6 +48,9 @@ type TuneOptions struct {
 	// Texts are the inputs, cycled, each sent with a unique suffix; nil
 	// means the plugin's 50-document set.
 	Texts []string
+	// Pool, when it names a sidecar with two or more ready embed
+	// replicas, adds the pool check to the advice on TEI_REPLICAS_PER_GPU.
+	Pool *PoolOptions
 	// Live, when set, gets the report's header once GET /info is read and
 	// each step's line as soon as it is measured, so that a tune of a
 	// minute shows its progress even in a pipe.
@@ -86,6 +89,8 @@ type TuneReport struct {
 	// Env is what --write-env writes: EMBEDDING_BATCH, the client's batch.
 	// The recommended concurrency is advice to clients; no setting reads it.
 	Env []plan.EnvVar `json:"env"`
+	// Replicas is the advice on TEI_REPLICAS_PER_GPU, never written.
+	Replicas *ReplicaAdvice `json:"replicas"`
 }
 
 // TuneTarget is the server tuned, as its GET /info describes it.
@@ -203,9 +208,16 @@ func Tune(ctx context.Context, o TuneOptions) (*TuneReport, error) {
 		live = &printer{w: o.Live}
 		tuneHeader(live, rep)
 	}
+	// One call tells the tokens an input makes, for the advice on
+	// replicas. A TEI that refuses it gives no figure: the sweep's first
+	// step meets the same refusal and says what it means.
+	tpi, err := tokensPerInput(ctx, c, o.Texts, i.MaxClientBatchSize)
+	if err != nil && ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
 	batches, concs := doublings(o.MaxBatch), doublings(o.MaxConcurrency)
 	measure := func(ctx context.Context, b, n int) (Step, error) {
-		st, err := measureStep(ctx, c, o, b, n)
+		st, _, err := measureStep(ctx, c, o, b, n, nil)
 		return st, c.explain(err)
 	}
 	onStep := func(st Step) {
@@ -223,7 +235,35 @@ func Tune(ctx context.Context, o TuneOptions) (*TuneReport, error) {
 	}
 	rep.Best, rep.Recommended = best, rec
 	rep.Env = []plan.EnvVar{{Key: EnvBatch, Value: strconv.Itoa(rec.Batch)}}
+	var pool *PoolCheck
+	if p := o.Pool; p != nil && p.Ready >= 2 {
+		if pool, err = tunePool(ctx, o, hc, rec.Batch, bestAt(rep.Steps, rec.Batch), live); err != nil {
+			return nil, fmt.Errorf("tune: the pool through the sidecar: %w", err)
+		}
+	}
+	rep.Replicas = adviseReplicas(rep, tpi, pool)
 	return rep, nil
+}
+
+// tunePool runs the pool check through the sidecar o.Pool names.
+func tunePool(ctx context.Context, o TuneOptions, hc *http.Client, batch int, single float64, live *printer) (*PoolCheck, error) {
+	sc, err := newClient(ctx, Target{URL: o.Pool.Sidecar, Token: o.Pool.Token}, hc, o.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	if sc.noCache == nil {
+		return nil, fmt.Errorf("%s does not answer GET /status as the sidecar does", o.Pool.Sidecar)
+	}
+	m, err := newMeter(ctx, sc.embed)
+	if err != nil {
+		return nil, err
+	}
+	var onStep func(PoolStep)
+	if live != nil {
+		poolHeader(live, o.Pool.Sidecar, o.Pool.Ready, batch)
+		onStep = func(ps PoolStep) { poolStepLine(live, ps) }
+	}
+	return checkPool(ctx, sc, m, o, batch, single, onStep)
 }
 
 func (o TuneOptions) withDefaults() TuneOptions {
@@ -357,11 +397,13 @@ func firstReason(steps []Step) string {
 }
 
 // measureStep warms up with one request per client, then drives TEI with
-// concurrency clients sending batch unique inputs each.
-func measureStep(ctx context.Context, c *client, o TuneOptions, batch, concurrency int) (Step, error) {
+// concurrency clients sending batch unique inputs each. With a meter, the
+// measured part (not the warm-up) is watched through the sidecar's
+// metrics.
+func measureStep(ctx context.Context, c *client, o TuneOptions, batch, concurrency int, m *meter) (Step, []PoolUse, error) {
 	st := Step{Batch: batch, Concurrency: concurrency}
 	var next atomic.Int64
-	call := func(ctx context.Context) error {
+	call := func(ctx context.Context, _ int) error {
 		first := int(next.Add(int64(batch))) - batch
 		texts := make([]string, batch)
 		for i := range texts {
@@ -370,11 +412,25 @@ func measureStep(ctx context.Context, c *client, o TuneOptions, batch, concurren
 		return c.teiEmbed(ctx, texts, nil)
 	}
 	l, err := drive(ctx, concurrency, o.StepDuration+o.Timeout, concurrency, call)
+	var uses []PoolUse
 	if err == nil {
-		l, err = drive(ctx, concurrency, o.StepDuration, o.StepRequests, call)
+		measured := func() (time.Duration, error) {
+			l, err = drive(ctx, concurrency, o.StepDuration, o.StepRequests, call)
+			return l.elapsed, err
+		}
+		if m != nil {
+			var merr error
+			uses, merr = m.measure(ctx, measured)
+			if err == nil {
+				err = merr
+			}
+		} else {
+			_, err = measured()
+		}
 	}
 	if err != nil {
-		return classifyStep(ctx, st, err)
+		st, err = classifyStep(ctx, st, err)
+		return st, nil, err
 	}
 	s := summarize(seconds(l.latencies), 1)
 	st.Requests = len(l.latencies)
@@ -389,7 +445,7 @@ func measureStep(ctx context.Context, c *client, o TuneOptions, batch, concurren
 		st.Outcome = OutcomeSlow
 		st.Reason = fmt.Sprintf("p95 %s above the limit %s", p95.Round(time.Millisecond), o.MaxLatency)
 	}
-	return st, nil
+	return st, uses, nil
 }
 
 // classifyStep turns a failed step into an outcome, or returns the error

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"io"
 	"strings"
 )
@@ -13,10 +14,35 @@ func WriteTuneText(w io.Writer, r *TuneReport) error {
 	for _, st := range r.Steps {
 		tuneStep(p, st)
 	}
+	if a := r.Replicas; a != nil && a.Pool != nil {
+		poolHeader(p, a.Pool.Sidecar, a.Pool.Replicas, a.Pool.Batch)
+		for _, ps := range a.Pool.Steps {
+			poolStepLine(p, ps)
+		}
+	}
 	if p.err != nil {
 		return p.err
 	}
 	return WriteTuneSummary(w, r)
+}
+
+// poolHeader heads the pool check's table.
+func poolHeader(p *printer, sidecar string, ready, batch int) {
+	p.printf("\nThe pool through the sidecar at %s (%d ready embed replicas), batch %d, Cache-Control: no-cache:\n", sidecar, ready, batch)
+	p.printf("%6s %8s %9s %11s %9s %9s  %s\n", "batch", "clients", "requests", "inputs/s", "p50 ms", "p95 ms", "outcome; inputs/s per replica")
+}
+
+// poolStepLine prints one step of the pool check, with each replica's part.
+func poolStepLine(p *printer, ps PoolStep) {
+	var parts []string
+	for _, r := range ps.Replicas {
+		parts = append(parts, fmt.Sprintf("%s %.1f", r.Replica, r.InputsPerS))
+	}
+	st := ps.Step
+	if len(parts) > 0 && (st.Outcome == OutcomeOK || st.Outcome == OutcomeSlow) {
+		st.Reason = strings.TrimPrefix(st.Reason+"; ", "; ") + strings.Join(parts, ", ")
+	}
+	tuneStep(p, st)
 }
 
 // tuneHeader says what is tuned and how, and heads the steps' table.
@@ -70,7 +96,37 @@ func WriteTuneSummary(w io.Writer, r *TuneReport) error {
 	p.printf("TEI refuses calls of more than its max_client_batch_size (%d): a larger TEI batch limit is %s (the sidecar gives it to TEI as --max-client-batch-size); raise it, then tune again with a larger --max-batch.\n",
 		r.Target.MaxClientBatchSize, EnvTEIMaxClientBatch)
 	p.printf("Concurrency %d is advice, not a setting: keep that many embed calls in flight from the client (no setting reads it).\n", rec.Concurrency)
+	if a := r.Replicas; a != nil {
+		replicaAdvice(p, r, a)
+	}
 	return p.err
+}
+
+// replicaAdvice prints the advice on TEI_REPLICAS_PER_GPU and its evidence.
+func replicaAdvice(p *printer, r *TuneReport, a *ReplicaAdvice) {
+	p.printf("\n%s (advice, never written: tune cannot see whether the GPU's memory holds another copy of the model; on a CPU host TEIs share the cores, keep 1):\n", EnvReplicasPerGPU)
+	if a.CallOverheadS > 0 || a.PerInputS > 0 {
+		p.printf("  one client: a call takes %.2f ms + %.3f ms per input: %.0f%% of a call of %d is overhead\n",
+			a.CallOverheadS*1000, a.PerInputS*1000, a.OverheadShare*100, r.Recommended.Batch)
+	}
+	sat := "not saturated"
+	if a.Saturated {
+		sat = fmt.Sprintf("saturated at the recommendation's %d inputs in flight", a.InputsInFlight)
+	}
+	if a.TokensPerInput > 0 {
+		sat += fmt.Sprintf("; %.1f tokens an input, max_batch_tokens %d", a.TokensPerInput, r.Target.MaxBatchTokens)
+	}
+	p.printf("  %s; bound: %s\n", sat, a.Bound)
+	if pc := a.Pool; pc != nil {
+		sat := "saturated"
+		if !pc.Saturated {
+			sat = "still growing at the most clients tried"
+		}
+		p.printf("  the pool: %.1f inputs/s through the sidecar (%s), %.2fx one replica straight (%.1f at batch %d); each extra replica added %.0f%% of one\n",
+			pc.Best, sat, pc.Scaling, pc.Single, pc.Batch, pc.Gain*100)
+	}
+	verb := map[string]string{ActionRaise: "Raise to", ActionKeep: "Keep", ActionLower: "Lower to"}[a.Action]
+	p.printf("  %s %d: %s.\n", verb, a.ReplicasPerGPU, a.Reason)
 }
 
 func orUnknown(s string) string {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,13 +37,54 @@ type benchCmd struct {
 	NoSweep        bool          `name:"no-sweep" env:"BENCH_NO_SWEEP" help:"Skip the concurrency sweep."`
 	SweepDuration  time.Duration `name:"sweep-duration" env:"BENCH_SWEEP_DURATION" default:"5s" help:"Longest run of one sweep level."`
 	SweepRequests  int           `name:"sweep-requests" env:"BENCH_SWEEP_REQUESTS" default:"2000" help:"Most requests of one sweep level."`
+	Scenario       []string      `name:"scenario" env:"BENCH_SCENARIO" sep:"," default:"plugin,sweep" help:"What to run, comma-separated, in this order: plugin (the plugin's rows and ours), sweep, ingest (8 clients of 32-text batches beside 1 client of queries), flood (256 clients of queries), misses (8 clients of queries); all for every one."`
+	LoadDuration   time.Duration `name:"scenario-duration" env:"BENCH_SCENARIO_DURATION" default:"5s" help:"Longest run of ingest, flood and misses on each server (after a warm-up)."`
 	Timeout        time.Duration `name:"timeout" env:"BENCH_TIMEOUT" default:"30s" help:"Deadline of one request."`
 	JSON           bool          `name:"json" env:"BENCH_JSON" help:"Print the report as JSON (schema_version 2) instead of tables."`
 	Plot           string        `name:"plot" env:"BENCH_PLOT" placeholder:"FILE.svg" help:"Draw the concurrency sweep as SVG to FILE: latency p50/p99 and throughput against clients, target beside baseline."`
 	Scale          float64       `name:"scale" env:"BENCH_SCALE" default:"1" hidden:"" help:"Multiply warm-ups and iterations, for quick checks."`
 }
 
+// benchScenarios are --scenario's values, in the order they run.
+var benchScenarios = append([]string{"plugin", "sweep"}, bench.Loads...)
+
+// scenarios reads --scenario: the plugin's rows, the sweep, and the load
+// scenarios, in run order whatever the order given.
+func (c *benchCmd) scenarios() (rows, sweep bool, loads []string, err error) {
+	want := map[string]bool{}
+	for _, s := range c.Scenario {
+		s = strings.ToLower(strings.TrimSpace(s))
+		switch {
+		case s == "all":
+			for _, v := range benchScenarios {
+				want[v] = true
+			}
+		case slices.Contains(benchScenarios, s):
+			want[s] = true
+		case s == "":
+		default:
+			return false, false, nil, exitError{code: 2, msg: fmt.Sprintf("--scenario: unknown %q: want %s or all", s, strings.Join(benchScenarios, ", "))}
+		}
+	}
+	if len(want) == 0 {
+		return false, false, nil, exitError{code: 2, msg: "--scenario names nothing to run: want " + strings.Join(benchScenarios, ", ") + " or all"}
+	}
+	for _, l := range bench.Loads {
+		if want[l] {
+			loads = append(loads, l)
+		}
+	}
+	return want["plugin"], want["sweep"] && !c.NoSweep, loads, nil
+}
+
 func (c *benchCmd) Run(g *globals) error {
+	rows, sweep, loads, err := c.scenarios()
+	if err != nil {
+		return err
+	}
+	if !rows && !sweep && len(loads) == 0 {
+		return exitError{code: 2, msg: "--no-sweep leaves --scenario nothing to run"}
+	}
 	for _, f := range []struct {
 		flag string
 		v    *string
@@ -58,22 +100,25 @@ func (c *benchCmd) Run(g *globals) error {
 		if err := checkPlotFile(c.Plot); err != nil {
 			return err
 		}
-		if c.NoSweep || len(c.Sweep) == 0 {
-			return exitError{code: 2, msg: "--plot draws the concurrency sweep: drop --no-sweep"}
+		if !sweep || len(c.Sweep) == 0 {
+			return exitError{code: 2, msg: "--plot draws the concurrency sweep: drop --no-sweep, and keep sweep in --scenario"}
 		}
 	}
-	if c.SweepDuration <= 0 || c.SweepRequests <= 0 || c.Scale <= 0 {
-		return exitError{code: 2, msg: "--sweep-duration, --sweep-requests and --scale must be positive"}
+	if c.SweepDuration <= 0 || c.SweepRequests <= 0 || c.Scale <= 0 || c.LoadDuration <= 0 {
+		return exitError{code: 2, msg: "--sweep-duration, --sweep-requests, --scenario-duration and --scale must be positive"}
 	}
 	token := firstToken(c.Token)
 	o := bench.Options{
 		Scale:         c.Scale,
 		SkipRerank:    c.NoRerank,
+		SkipRows:      !rows,
 		SweepDuration: c.SweepDuration,
 		SweepRequests: c.SweepRequests,
+		Loads:         loads,
+		LoadDuration:  c.LoadDuration,
 		Timeout:       c.Timeout,
 	}
-	if !c.NoSweep {
+	if sweep {
 		o.Sweep = c.Sweep
 	}
 	target := c.Target
@@ -93,7 +138,7 @@ func (c *benchCmd) Run(g *globals) error {
 		if face == "" {
 			face = bench.FaceTEI // TEI serves neither the plugin's calls nor /v1/rerank
 		}
-		o.Baseline = &bench.Target{URL: found.Embed.URL, Face: face, Token: c.TEIToken, Model: c.Model, Batch: c.Batch, FoundVia: found.Sidecar}
+		o.Baseline = &bench.Target{URL: found.Embed.URL, PoolURLs: found.Embed.URLs, Face: face, Token: c.TEIToken, Model: c.Model, Batch: c.Batch, FoundVia: found.Sidecar}
 		if r := found.Rerank; r != nil {
 			o.Baseline.RerankURL = r.URL
 		}

@@ -201,6 +201,52 @@ func TestBenchSidecarFlag(t *testing.T) {
 	}
 }
 
+// TestBenchScenarioFlag checks --scenario: what runs, in run order
+// whatever the order given, and the refusals.
+func TestBenchScenarioFlag(t *testing.T) {
+	clearToolEnv(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--scenario", "plugin,stampede"}, `--scenario: unknown "stampede": want plugin, sweep, ingest, flood, misses or all`},
+		{[]string{"--scenario", ","}, "--scenario names nothing to run"},
+		{[]string{"--scenario", "sweep", "--no-sweep"}, "--no-sweep leaves --scenario nothing to run"},
+		{[]string{"--scenario", "misses", "--plot", "x.svg"}, "--plot draws the concurrency sweep: drop --no-sweep, and keep sweep in --scenario"},
+		{[]string{"--scenario", "misses", "--scenario-duration", "0s"}, "--scenario-duration and --scale must be positive"},
+	} {
+		if code, _, errOut := runCmd(t, append([]string{"bench", "--target", "127.0.0.1:1"}, tc.args...)...); code != 2 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and %q", tc.args, code, errOut, tc.want)
+		}
+	}
+
+	embedURL, rerankURL := sims(t)
+	side := poolsSidecar(t, embedURL, rerankURL, "")
+	code, out, errOut := runCmd(t, "bench", "--sidecar", side, "--json", "--scenario", "misses,sweep", "--sweep", "1", "--sweep-duration", "50ms", "--scenario-duration", "50ms")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, errOut)
+	}
+	var rep struct {
+		Rows  []json.RawMessage
+		Sweep []struct{ Clients int }
+		Loads []struct {
+			Name     string
+			Baseline struct {
+				PinnedTo int `json:"pinned_to"`
+			}
+		}
+		Scaling *struct{ Replicas int }
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	// The pool's replica that never starts is neither called nor counted.
+	if len(rep.Rows) != 0 || len(rep.Sweep) != 1 || len(rep.Loads) != 1 || rep.Loads[0].Name != "misses" || rep.Loads[0].Baseline.PinnedTo != 0 ||
+		rep.Scaling == nil || rep.Scaling.Replicas != 1 {
+		t.Errorf("ran %+v", rep)
+	}
+}
+
 // TestTuneSidecarFlag checks that --sidecar tunes the TEI its /status
 // names, and that the steps' lines come as they are measured: on stdout as
 // the table, on stderr beside --json. A regression test: piped, tune
@@ -220,11 +266,19 @@ func TestTuneSidecarFlag(t *testing.T) {
 			URL      string
 			FoundVia string `json:"found_via"`
 		}
-		Steps []json.RawMessage
-		Env   []struct{ Key, Value string }
+		Steps    []json.RawMessage
+		Env      []struct{ Key, Value string }
+		Replicas struct {
+			Action string
+			Pool   *json.RawMessage
+		}
 	}
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("stdout is not the JSON alone: %v\n%s", err, out)
+	}
+	// One ready replica: advice without a pool check.
+	if rep.Replicas.Action == "" || rep.Replicas.Pool != nil {
+		t.Errorf("replicas advice %+v, want an action and no pool check", rep.Replicas)
 	}
 	if rep.Target.URL != embedURL || rep.Target.FoundVia != side {
 		t.Errorf("target %+v, want %s found through %s", rep.Target, embedURL, side)
@@ -240,7 +294,7 @@ func TestTuneSidecarFlag(t *testing.T) {
 	if code != 0 || len(step.FindAllString(out, -1)) != 4 || strings.Contains(errOut, " ok\n") {
 		t.Errorf("text mode: exit %d; want the 4 steps on stdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
-	for _, want := range []string{"Found through the sidecar at " + side, "EMBEDDING_BATCH is the client's batch", "TEI_MAX_CLIENT_BATCH_SIZE", "is advice, not a setting"} {
+	for _, want := range []string{"Found through the sidecar at " + side, "EMBEDDING_BATCH is the client's batch", "TEI_MAX_CLIENT_BATCH_SIZE", "is advice, not a setting", "TEI_REPLICAS_PER_GPU (advice, never written"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

@@ -18,7 +18,7 @@ const defaultTuneTarget = "http://127.0.0.1:3000"
 // memory", with every step bounded and stopped at TEI's first refusal.
 type tuneCmd struct {
 	Target         string        `name:"target" env:"TEI_EMBED_URL" placeholder:"URL" help:"Base URL (or host:port) of the embedding TEI, or of the sidecar, which serves TEI's API (default: http://127.0.0.1:3000)."`
-	Sidecar        string        `name:"sidecar" env:"TUNE_SIDECAR" placeholder:"URL" help:"Tune the embedding TEI behind the sidecar at URL: the first ready replica its GET /status names (TEI under serve gets a random port; under compose none is published). Takes the place of --target."`
+	Sidecar        string        `name:"sidecar" env:"TUNE_SIDECAR" placeholder:"URL" help:"Tune the embedding TEI behind the sidecar at URL: the first ready replica its GET /status names (TEI under serve gets a random port; under compose none is published); with several ready replicas, the pool is then measured through the sidecar for the advice on TEI_REPLICAS_PER_GPU. Takes the place of --target."`
 	SidecarToken   string        `name:"sidecar-token" env:"BEARER_TOKEN" help:"Bearer token for the sidecar's /status (the first of a comma-separated list)."`
 	Token          string        `name:"token" env:"TEI_API_KEY" help:"API key of TEI (never logged): one started with --api-key, or the TEI_API_KEY the sidecar gives the TEI it launches."`
 	MaxBatch       int           `name:"max-batch" env:"TUNE_MAX_BATCH" help:"Largest client batch to try (default: TEI's max_client_batch_size; more is allowed, and TEI's 422 then ends the batch sweep; TEI's own limit is TEI_MAX_CLIENT_BATCH_SIZE)."`
@@ -75,7 +75,8 @@ func (c *tuneCmd) Run(g *globals) error {
 		o.Live = g.stderr
 	}
 	if c.Sidecar != "" {
-		found, err := bench.FindTEI(g.ctx, c.Sidecar, firstToken(c.SidecarToken), nil)
+		sideToken := firstToken(c.SidecarToken)
+		found, err := bench.FindTEI(g.ctx, c.Sidecar, sideToken, nil)
 		if err != nil {
 			return err
 		}
@@ -86,6 +87,9 @@ func (c *tuneCmd) Run(g *globals) error {
 			g.log.Info("from the sidecar's /status: " + n)
 		}
 		o.URL, o.FoundVia = found.Embed.URL, found.Sidecar
+		// With several replicas, the advice on TEI_REPLICAS_PER_GPU
+		// measures the pool through the sidecar too.
+		o.Pool = &bench.PoolOptions{Sidecar: found.Sidecar, Token: sideToken, Ready: found.Embed.Ready}
 	}
 	if o.URL == "" {
 		o.URL = defaultTuneTarget
