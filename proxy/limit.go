@@ -27,6 +27,7 @@ type gradientLimit struct {
 	limit    float64 // the current estimate
 	min, max float64
 	base     float64 // the unloaded latency, seconds (fallback signal)
+	minBatch float64 // the shortest batch TEI ran, seconds (x-inference-time)
 	short    float64 // recent latency EWMA, seconds (fallback signal)
 	samples  int
 }
@@ -36,6 +37,14 @@ const (
 	// queueTolerance is how many batches' worth of queueing inside TEI is
 	// accepted before the limit shrinks.
 	queueTolerance = 1.0
+	// batchTolerance is how much longer than its shortest a TEI batch may
+	// run before the limit shrinks. Where a batch's time grows with its
+	// tokens (a CPU backend), everything in flight runs as one long batch
+	// that a query must wait out, queue or no queue; bounding the batch's
+	// time bounds that wait, while a batch still many times the shortest
+	// keeps TEI's fixed cost per batch amortised. On a GPU a batch's time
+	// grows little with its size, and the queue bounds the limit instead.
+	batchTolerance = 8.0
 	// latencyTolerance is, without TEI's stage times, how much slower than
 	// unloaded the recent latency may be before the limit shrinks.
 	latencyTolerance = 1.5
@@ -89,7 +98,12 @@ func (g *gradientLimit) observe(s sample) {
 	var gradient float64
 	if s.staged {
 		batch := max(s.inference, time.Millisecond).Seconds()
-		gradient = queueTolerance * batch / max(s.queue.Seconds(), 1e-9)
+		if g.minBatch == 0 || batch < g.minBatch {
+			g.minBatch = batch
+		} else {
+			g.minBatch += (batch - g.minBatch) * baseDrift
+		}
+		gradient = math.Min(queueTolerance*batch/max(s.queue.Seconds(), 1e-9), batchTolerance*g.minBatch/batch)
 	} else {
 		gradient = latencyTolerance * g.base / g.short
 	}

@@ -118,6 +118,8 @@ func TestTraceContinuesIntoTEI(t *testing.T) {
 	if got.Get("X-Request-Id") != "client-req-42" {
 		t.Errorf("TEI got X-Request-Id %q", got.Get("X-Request-Id"))
 	}
+	// The server span ends after the answer is written: wait for it.
+	waitUntil(t, 5*time.Second, func() bool { return spanNamed(exp.GetSpans(), "POST /embed") != nil })
 	spans := exp.GetSpans()
 	server := spanNamed(spans, "POST /embed")
 	call := spanNamed(spans, "TEI /embed")

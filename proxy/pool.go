@@ -211,9 +211,9 @@ func (p *pool) unavailableLocked() error {
 // the fewest inputs in flight (two random choices when there are more than
 // four), preferring any but avoid, which just failed this work. It returns
 // the replica and the breaker's callback for the call's outcome.
-func (p *pool) pickLocked(need int, avoid *replica) (*replica, func(error)) {
+func (p *pool) pickLocked(need int, prio priority, avoid *replica) (*replica, func(error)) {
 	eligible := func(r *replica) bool {
-		return r.state == stateReady && r.free() >= min(need, r.limit) && !r.breakerOpen()
+		return r.state == stateReady && r.free(prio) >= min(need, r.limit) && !r.breakerOpen()
 	}
 	if n := len(p.replicas); n > 4 {
 		// Two random choices, the less loaded wins: O(1) for large pools.

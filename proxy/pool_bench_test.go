@@ -32,7 +32,7 @@ func BenchmarkPick(b *testing.B) {
 	}
 	b.ResetTimer()
 	for b.Loop() {
-		r, done := p.pickLocked(1, nil)
+		r, done := p.pickLocked(1, bulk, nil)
 		done(nil)
 		_ = r
 	}

@@ -68,16 +68,17 @@ type replica struct {
 	stop context.CancelFunc // ends the prober
 
 	// pool.mu
-	removed   bool // left the pool: nothing may touch its metrics again
-	held      bool // down by a supervisor's word: stays down until it says up
-	state     replicaState
-	reason    string         // why it is not ready, for /status and logs
-	inflight  int            // inputs in flight
-	calls     int            // calls in flight
-	limit     int            // most inputs in flight: lim's, or TEI's max_concurrent_requests
-	lim       *gradientLimit // nil when the limit is static
-	byteLimit int            // largest request body to send
-	maxBatch  int            // most inputs in one call
+	removed      bool // left the pool: nothing may touch its metrics again
+	held         bool // down by a supervisor's word: stays down until it says up
+	state        replicaState
+	reason       string         // why it is not ready, for /status and logs
+	inflight     int            // inputs in flight
+	bulkInflight int            // of which bulk work's
+	calls        int            // calls in flight
+	limit        int            // most inputs in flight: lim's, or TEI's max_concurrent_requests
+	lim          *gradientLimit // nil when the limit is static
+	byteLimit    int            // largest request body to send
+	maxBatch     int            // most inputs in one call
 }
 
 func newReplica(p *pool, raw, source string, c *tei.Client) *replica {
@@ -106,7 +107,18 @@ func (r *replica) breakerOpen() bool {
 }
 
 // free is how many more inputs it may take now. pool.mu.
-func (r *replica) free() int { return r.limit - r.inflight }
+func (r *replica) free(prio priority) int {
+	if prio == interactive && r.lim != nil {
+		// Queries get up to one batch of room beyond the adaptive limit
+		// while bulk work holds it, so that a query never waits in the
+		// sidecar for a bulk call to finish: inside TEI it waits only for
+		// the batch running and what little the limit let queue. TEI's own
+		// permits still bound it.
+		room := min(r.maxBatch, r.bulkInflight)
+		return min(r.limit+room, r.info.Load().MaxConcurrentRequests) - r.inflight
+	}
+	return r.limit - r.inflight
+}
 
 // answered records that TEI answered a call that took d.
 func (r *replica) answered(d time.Duration, ok bool) {

@@ -157,7 +157,7 @@ func (sc *scheduler) dispatchLocked() {
 			return
 		}
 		f := sc.queue[prio].head
-		r, done := sc.p.pickLocked(f.needLocked(), f.avoid)
+		r, done := sc.p.pickLocked(f.needLocked(), f.prio, f.avoid)
 		if r == nil {
 			return // no room: the next call to finish dispatches again
 		}
@@ -227,7 +227,7 @@ func (sc *scheduler) formLocked(r *replica, f *flight) *teiCall {
 	switch {
 	case f.embed != nil:
 		b := f.embed.batch
-		limit := max(min(r.maxBatch, r.free()), 1)
+		limit := max(min(r.maxBatch, r.free(f.prio)), 1)
 		size := len(b.head) + len(b.tail) + len(f.embed.input)
 		sc.unqueueLocked(f)
 		c.flights = append(make([]*flight, 0, min(limit, 64)), f)
@@ -247,7 +247,7 @@ func (sc *scheduler) formLocked(r *replica, f *flight) *teiCall {
 	case f.rerank != nil:
 		rw := f.rerank
 		sp := rw.pending[0]
-		k := min(sp.hi-sp.lo, r.maxBatch, max(r.free(), 1))
+		k := min(sp.hi-sp.lo, r.maxBatch, max(r.free(f.prio), 1))
 		k = rw.fit(sp.lo, k, r.byteLimit)
 		c.span = span{sp.lo, sp.lo + k}
 		// The queue counts unsent texts: take them out as they are sent.
@@ -275,6 +275,9 @@ func (sc *scheduler) formLocked(r *replica, f *flight) *teiCall {
 func (sc *scheduler) startLocked(c *teiCall) {
 	r := c.r
 	r.inflight += c.n
+	if c.flights[0].prio == bulk {
+		r.bulkInflight += c.n
+	}
 	r.calls++
 	c.startInflight = r.inflight
 	sc.p.s.m.inflightInputs.WithLabelValues(sc.p.name, r.addr).Set(float64(r.inflight))
@@ -418,6 +421,9 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 	p.mu.Lock()
 	r := c.r
 	r.inflight -= c.n
+	if c.flights[0].prio == bulk {
+		r.bulkInflight -= c.n
+	}
 	r.calls--
 	p.s.m.inflightInputs.WithLabelValues(p.name, r.addr).Set(float64(r.inflight))
 	for _, f := range c.flights {

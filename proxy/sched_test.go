@@ -265,7 +265,9 @@ func TestAdaptiveLimitOnTheSimulator(t *testing.T) {
 	}
 	wg.Wait()
 	limit := metricWith(t, srv, "sidecar_concurrency_limit", "pool", "embed")
-	if limit < 8 || limit > 64 {
-		t.Errorf("the adaptive limit is %v inputs, want near the batch of 8 (8..64)", limit)
+	// Near the batch: a few batches' worth (queries get one batch of room
+	// beyond it), far below TEI's 512 permits.
+	if limit < 8 || limit > 96 {
+		t.Errorf("the adaptive limit is %v inputs, want near the batch of 8 (8..96)", limit)
 	}
 }
