@@ -138,9 +138,8 @@ func (c cacheCount) String() string {
 func (s *Server) embed(ctx context.Context, p *pool, ep embedParams, inputs []tei.Input, ro reqOpts) ([]*entry, cacheCount, error) {
 	cc := cacheCount{total: len(inputs)}
 	ri := infoOf(ctx)
-	ri.inputs += len(inputs)
-	ri.prio = ro.prio.String()
-	defer func() { ri.hits += cc.hits }()
+	ri.work(len(inputs), ro.prio)
+	defer func() { ri.hit(cc.hits) }()
 	info := p.info()
 	if err := checkKind(info, ep, int(p.dim.Load())); err != nil {
 		return nil, cc, err

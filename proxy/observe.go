@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -30,8 +31,11 @@ import (
 const requestIDHeader = "X-Request-Id"
 
 // reqInfo is what a request's handling learned, for its span and its
-// access-log line. Its fields are written by the request's own goroutine.
+// access-log line. Handlers may do parts of a request in goroutines of
+// their own (a split /predict), so its counts are written under mu, and
+// read by observe once the handler has returned.
 type reqInfo struct {
+	mu        sync.Mutex
 	id        string
 	face      string
 	inputs    int
@@ -40,6 +44,29 @@ type reqInfo struct {
 	prio      string
 	waited    time.Duration // waiting for work sent to TEI (queue and TEI)
 	span      trace.Span
+}
+
+// work counts n inputs of priority prio.
+func (ri *reqInfo) work(n int, prio priority) {
+	ri.mu.Lock()
+	defer ri.mu.Unlock()
+	ri.inputs += n
+	ri.prio = prio.String()
+}
+
+// hit counts n inputs answered from a cache.
+func (ri *reqInfo) hit(n int) {
+	ri.mu.Lock()
+	defer ri.mu.Unlock()
+	ri.hits += n
+}
+
+// waitedFor counts time waiting for TEI and flights joined.
+func (ri *reqInfo) waitedFor(d time.Duration, joined int) {
+	ri.mu.Lock()
+	defer ri.mu.Unlock()
+	ri.waited += d
+	ri.coalesced += joined
 }
 
 type reqInfoKey struct{}
@@ -172,10 +199,7 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 func (s *Server) wait(ctx context.Context, p *pool, w *waiter, fs []*flight) error {
 	start := time.Now()
 	ri := infoOf(ctx)
-	defer func() {
-		ri.waited += time.Since(start)
-		ri.coalesced += w.joined
-	}()
+	defer func() { ri.waitedFor(time.Since(start), w.joined) }()
 	if err := p.submit(ctx, w, fs); err != nil {
 		return err
 	}

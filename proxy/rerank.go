@@ -71,9 +71,8 @@ func rerankKey(info *tei.Info, p rerankParams) key {
 func (s *Server) rerank(ctx context.Context, p *pool, rp rerankParams, ro reqOpts) (*rankResult, cacheCount, error) {
 	cc := cacheCount{total: 1}
 	ri := infoOf(ctx)
-	ri.inputs += len(rp.texts)
-	ri.prio = ro.prio.String()
-	defer func() { ri.hits += cc.hits }()
+	ri.work(len(rp.texts), ro.prio)
+	defer func() { ri.hit(cc.hits) }()
 	if len(rp.texts) == 0 {
 		return nil, cc, errEmptyTexts
 	}

@@ -368,8 +368,7 @@ func checkDecode(body []byte, info *tei.Info) (int, error) {
 func (s *Server) pass(ctx context.Context, p *pool, method, path string, body []byte, n int, prio priority) (*tei.Response, error) {
 	f := &flight{prio: prio, origin: originOf(ctx), pass: &passWork{method: method, path: path, body: body, n: n}}
 	ri := infoOf(ctx)
-	ri.inputs += n
-	ri.prio = prio.String()
+	ri.work(n, prio)
 	w := newWaiter(1)
 	if err := s.wait(ctx, p, w, []*flight{f}); err != nil {
 		return nil, err
