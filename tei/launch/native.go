@@ -323,6 +323,6 @@ type Description struct {
 	Address string
 	// Image says whether a Docker image is present locally; empty for a
 	// native process.
-	Image string
-	Labels  map[string]string
+	Image  string
+	Labels map[string]string
 }
