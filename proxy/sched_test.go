@@ -123,8 +123,10 @@ func TestBulkIsNeverStarved(t *testing.T) {
 // TestLeavingReleasesQueuedInputs: a request whose client leaves, or whose
 // deadline passes, while its inputs wait in the queue takes them out.
 func TestLeavingReleasesQueuedInputs(t *testing.T) {
-	sim, srv, p := slowOne(t, func(c *Config) { c.RequestTimeout = 300 * time.Millisecond })
-	sim.SetFault(teisim.Fault{Stall: 2 * time.Second}) // the replica holds what it has
+	// The deadline leaves room for all six requests to arrive (under -race
+	// on a loaded machine, too) before the first one's passes.
+	sim, srv, p := slowOne(t, func(c *Config) { c.RequestTimeout = time.Second })
+	sim.SetFault(teisim.Fault{Stall: 5 * time.Second}) // the replica holds what it has
 	var wg sync.WaitGroup
 	statuses := make(chan int, 8)
 	for i := range 6 {
@@ -143,14 +145,15 @@ func TestLeavingReleasesQueuedInputs(t *testing.T) {
 	}
 	wg.Wait()
 	close(statuses)
-	queued := 0
+	queued, seen := 0, []int{}
 	for st := range statuses {
+		seen = append(seen, st)
 		if st == http.StatusTooManyRequests {
 			queued++
 		}
 	}
 	if queued == 0 {
-		t.Error("no request waited in the queue past its deadline (want 429 for those)")
+		t.Errorf("no request waited in the queue past its deadline (want 429 for those); statuses %v", seen)
 	}
 	if n := counterValue(t, srv, "sidecar_queue_inputs"); n != 0 {
 		t.Errorf("%v inputs left in the queue after every waiter left", n)

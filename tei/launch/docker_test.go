@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -280,11 +281,20 @@ func TestDockerReplicas(t *testing.T) {
 	}
 	var insts []*Instance
 	for i, p := range plans {
-		var progress []string
-		inst, err := d.Launch(t.Context(), p, func(s string) { progress = append(progress, s) })
+		// The log follower may still report a phase after Launch returns.
+		var mu sync.Mutex
+		var heard []string
+		inst, err := d.Launch(t.Context(), p, func(s string) {
+			mu.Lock()
+			defer mu.Unlock()
+			heard = append(heard, s)
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
+		mu.Lock()
+		progress := slices.Clone(heard)
+		mu.Unlock()
 		defer inst.Stop(context.WithoutCancel(t.Context()))
 		insts = append(insts, inst)
 		if inst.URL != urls[i] {

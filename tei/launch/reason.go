@@ -11,7 +11,9 @@ import (
 
 // Progress hears what a launch is doing, as a short status fit for the
 // proxy's /ready ("pulling <image>", "downloading the model"); nil hears
-// nothing. It is called from the launch's goroutines, in order.
+// nothing. It is called from the launch's goroutines, in order, and may
+// still be called after Launch returns (TEI's log is followed until it
+// stops): a Progress must be safe for that.
 type Progress func(status string)
 
 func (p Progress) report(status string) {
