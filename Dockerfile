@@ -28,7 +28,7 @@ ARG TARGETARCH
 # one line each, quiet enough for the classic builder's plain log.
 RUN mod=readonly; if [ -f vendor/modules.txt ]; then mod=vendor; echo "vendor/ in the build context: building offline"; fi \
  && export CGO_ENABLED=0 GOOS="${TARGETOS:-linux}" GOARCH="${TARGETARCH:-$(go env GOARCH)}" \
- && echo "tei-sidecar ${VERSION}: fetching the modules it imports (first build: about a minute)" \
+ && echo "tei-sidecar ${VERSION}: listing the packages it imports (a first build downloads their modules: about a minute)" \
  && go list -mod="$mod" -deps ./cmd/tei-sidecar > /tmp/packages && packages=$(wc -l < /tmp/packages) \
  && echo "tei-sidecar ${VERSION}: compiling ${packages} packages for ${GOOS}/${GOARCH} (first build: about a minute)" \
  && go build -mod="$mod" -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
