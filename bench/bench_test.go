@@ -321,7 +321,7 @@ func TestBenchBaselineRatios(t *testing.T) {
 }
 
 // TestBenchJSONSchema checks the --json document against the schema
-// README.md documents: every documented key present, no other.
+// docs/benchmarking.md documents: every documented key present, no other.
 func TestBenchJSONSchema(t *testing.T) {
 	embedURL, rerankURL := simulators(t)
 	url := sidecar(t, embedURL, rerankURL)
@@ -382,7 +382,7 @@ func TestBenchJSONSchema(t *testing.T) {
 	absent := []string{"rerank_model_id", "found_via", "rerank_skipped", "model", "split_at", "skipped", "note", "variant_of"}
 	for _, k := range slices.Concat(resultKeys, targetKeys, loadKeys, absent, []string{"schema_version", "started_at", "scale", "notes", "rows", "sweep", "kind", "extra", "uncached", "items", "unit", "warmup", "iterations", "ratio", "speedup", "clients"}) {
 		if !strings.Contains(doc2, "`"+k+"`") {
-			t.Errorf("README.md does not document %q", k)
+			t.Errorf("docs/benchmarking.md does not document %q", k)
 		}
 	}
 }
@@ -406,10 +406,10 @@ func keys(t *testing.T, what string, v any, want ...string) {
 	}
 }
 
-// readSection reads the README's section on bench, the documentation
-// users read.
+// readSection reads docs/benchmarking.md's section on bench, the
+// documentation users read.
 func readSection() (string, error) {
-	b, err := os.ReadFile("../README.md")
+	b, err := os.ReadFile("../docs/benchmarking.md")
 	if err != nil {
 		return "", err
 	}
@@ -417,7 +417,7 @@ func readSection() (string, error) {
 	start := strings.Index(s, "## Benchmarking: `tei-sidecar bench`")
 	end := strings.Index(s, "## Tuning: `tei-sidecar tune`")
 	if start < 0 || end < start {
-		return "", errors.New("README.md has no bench section")
+		return "", errors.New("docs/benchmarking.md has no bench section")
 	}
 	return s[start:end], nil
 }

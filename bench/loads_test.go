@@ -206,7 +206,7 @@ func TestBenchLoads(t *testing.T) {
 }
 
 // checkLoadsSchema checks the JSON of the loads, the replicas and the
-// scaling against README.md: exactly the documented keys.
+// scaling against docs/benchmarking.md: exactly the documented keys.
 func checkLoadsSchema(t *testing.T, rep *Report) {
 	t.Helper()
 	raw, err := json.Marshal(rep)
@@ -247,7 +247,7 @@ func checkLoadsSchema(t *testing.T, rep *Report) {
 	}
 	for _, k := range slices.Concat(trafficKeys, poolKeys, replicaKeys, scalingKeys, []string{"loads", "title", "compare", "queries", "ingest", "pinned_to", "metric", "goal_max", "goal_min", "met"}) {
 		if !strings.Contains(section, "`"+k+"`") {
-			t.Errorf("README.md does not document %q", k)
+			t.Errorf("docs/benchmarking.md does not document %q", k)
 		}
 	}
 }
