@@ -304,8 +304,17 @@ func sidecarSettings(ps plan.PluginSettings) map[string]string {
 // chose for each model and what to heed.
 func Write(w io.Writer, res plan.Result, v Values) error {
 	var b bytes.Buffer
+	// Comments wrap at 100 columns, their later lines indented.
 	comment := func(format string, args ...any) {
-		b.WriteString("# " + strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", " ") + "\n")
+		line, prefix := "#", " "
+		for _, word := range strings.Fields(fmt.Sprintf(format, args...)) {
+			if len(line)+1+len(word) > 100 && len(line) > 4 {
+				b.WriteString(line + "\n")
+				line, prefix = "#  ", " "
+			}
+			line += prefix + word
+		}
+		b.WriteString(line + "\n")
 	}
 	comment("Values for the tei-sidecar Helm chart, written by `tei-sidecar detect --helm-values` for %s.", res.Platform)
 	for _, role := range []plan.Role{plan.RoleEmbedding, plan.RoleRerank} {

@@ -65,7 +65,7 @@ func TestHelmValuesFromGPUs(t *testing.T) {
 		"nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB\n",
 		"image: ghcr.io/huggingface/text-embeddings-inference:1.9.3\n",
 		"- key: nvidia.com/gpu\n        operator: Exists\n        effect: NoSchedule\n",
-		"# HF_TOKEN is left out: give it through the chart's secrets (secrets.hfToken), never in a values file.\n",
+		"# HF_TOKEN is left out: give it through the chart's secrets (secrets.hfToken), never in a values\n#   file.\n",
 		"      - --port\n      - \"8080\"\n",
 	} {
 		if !strings.Contains(file, want) {
