@@ -98,6 +98,7 @@ func TestHelmEverythingOn(t *testing.T) {
 		"serviceMonitor.enabled=true",
 		"keda.enabled=true",
 		"sidecar.env={LOG_FORMAT: json}",
+		"sidecar.preStopSleepSeconds=5",
 	)
 	o, manifest := render(t, vals)
 	golden(t, filepath.Join("testdata", "render", "everything-on.yaml"), []byte(manifest))
@@ -154,6 +155,9 @@ func TestHelmEverythingOn(t *testing.T) {
 	wantRef(t, sidecarName, sc, "BEARER_TOKEN", "rag-auth", "tokens")
 	wantValue(t, sidecarName, sc, "CACHE_REDIS_URL", "redis://"+release+"-valkey:6379")
 	wantValue(t, sidecarName, sc, "LOG_FORMAT", "json")
+	if l := sc.Lifecycle; l == nil || l.PreStop == nil || l.PreStop.Sleep == nil || l.PreStop.Sleep.Seconds != 5 {
+		t.Errorf("sidecar lifecycle %+v, want a 5 s sleep action", l)
+	}
 
 	if _, ok := o.deployments[release+"-valkey"]; !ok {
 		t.Error("no Valkey Deployment")
@@ -449,6 +453,11 @@ func checkTEI(t *testing.T, o objects, want fleet) {
 		}
 		if lp := c.LivenessProbe; lp == nil || lp.HTTPGet == nil || lp.HTTPGet.Path != "/health" {
 			t.Errorf("%s: liveness probe %+v, want /health", m.name, lp)
+		}
+		// Sidecars find a stopping pod gone only at their next lookup.
+		if l := c.Lifecycle; l == nil || l.PreStop == nil || l.PreStop.Exec == nil || !slices.Equal(l.PreStop.Exec.Command, []string{"sleep", "15"}) ||
+			*spec.TerminationGracePeriodSeconds <= 15 {
+			t.Errorf("%s: lifecycle %+v, grace %d s; want a 15 s sleep before TEI stops, within the grace period", m.name, l, *spec.TerminationGracePeriodSeconds)
 		}
 
 		svc, ok := o.services[m.name]
