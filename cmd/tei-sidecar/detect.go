@@ -13,6 +13,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/tei-sidecar/tei-sidecar/charts"
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
 	"github.com/tei-sidecar/tei-sidecar/plan"
 	"github.com/tei-sidecar/tei-sidecar/tei/launch"
@@ -30,8 +31,9 @@ const defaultEnvFile = ".env.optimized"
 type detectCmd struct {
 	Settings plan.Settings `embed:""`
 
-	JSON     bool        `name:"json" help:"Print the report as JSON (schema_version 1) instead of text."`
-	WriteEnv envFileFlag `name:"write-env" placeholder:"FILE" help:"Write the plan's settings to a .env file: alone, .env.optimized; --write-env FILE, that file. Only the keys it owns change; an existing file is kept as FILE.bak."`
+	JSON       bool        `name:"json" xor:"format" help:"Print the report as JSON (schema_version 1) instead of text."`
+	WriteEnv   envFileFlag `name:"write-env" xor:"env" placeholder:"FILE" help:"Write the plan's settings to a .env file: alone, .env.optimized; --write-env FILE, that file. Only the keys it owns change; an existing file is kept as FILE.bak."`
+	HelmValues bool        `name:"helm-values" xor:"format,env" help:"Print, instead of the report, a values file for the Helm chart (charts/tei-sidecar) that runs this plan on Kubernetes: run it on a node like the cluster's GPU nodes."`
 }
 
 // envFileFlag is --write-env's value: a flag that takes an optional file
@@ -78,6 +80,9 @@ type envFileReport struct {
 }
 
 func (c *detectCmd) Run(g *globals) error {
+	if c.HelmValues {
+		return c.helmValues(g)
+	}
 	// kong has already called c.Settings.Validate (it validates every
 	// parsed node), and plan.Make checks again.
 	hw, res, err := detectAndPlan(g, c.Settings)
@@ -440,12 +445,37 @@ func (e *errWriter) Write(p []byte) (int, error) {
 
 func (e *errWriter) printf(format string, args ...any) { fmt.Fprintf(e, format, args...) }
 
+// helmValues prints the chart's values for TEI's pods on nodes like this
+// machine. A plan no pod can run (Apple Silicon's native TEI, replicas of
+// one model on unlike GPUs) is a usage error (exit 2), as a settings error
+// is.
+func (c *detectCmd) helmValues(g *globals) error {
+	hw, err := detectHardware(g)
+	if err != nil {
+		return err
+	}
+	hw, res, err := charts.Plan(hw, c.Settings)
+	if err != nil {
+		return exitError{code: 2, msg: err.Error()}
+	}
+	v, err := charts.Build(hw, res)
+	if err != nil {
+		return exitError{code: 2, msg: err.Error()}
+	}
+	return charts.Write(g.stdout, res, v)
+}
+
+// detectHardware looks at this machine.
+func detectHardware(g *globals) (hwdetect.Hardware, error) {
+	probes := hwdetect.DefaultProbes()
+	probes.Log = g.log
+	return hwdetect.Detect(g.ctx, probes)
+}
+
 // detectAndPlan looks at this machine and plans TEI for it under s. A
 // settings error is a usage error (exit 2).
 func detectAndPlan(g *globals, s plan.Settings) (hwdetect.Hardware, plan.Result, error) {
-	probes := hwdetect.DefaultProbes()
-	probes.Log = g.log
-	hw, err := hwdetect.Detect(g.ctx, probes)
+	hw, err := detectHardware(g)
 	if err != nil {
 		return hw, plan.Result{}, err
 	}

@@ -15,7 +15,9 @@ import (
 
 	"github.com/joho/godotenv"
 	"go.uber.org/goleak"
+	"go.yaml.in/yaml/v3"
 
+	"github.com/tei-sidecar/tei-sidecar/charts"
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
 	"github.com/tei-sidecar/tei-sidecar/plan"
 )
@@ -459,5 +461,96 @@ func TestDetectNextSteps(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDetectHelmValues runs `detect --helm-values` on recorded nvidia-smi
+// output of eight H100s: a values file the chart reads, every field known,
+// asking for the plan's seven embedding pods and one reranker pod of one
+// GPU each, with the Hopper image, on nodes with that GPU.
+func TestDetectHelmValues(t *testing.T) {
+	smi, err := filepath.Abs("../../hwdetect/testdata/nvidia-smi/eight-h100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanDetectEnv(t)
+	t.Setenv("PATH", smi+string(os.PathListSeparator)+os.Getenv("PATH"))
+	const token = "hf_do_not_print_0123456789abcdef"
+	t.Setenv("HF_TOKEN", token)
+	out, _ := runDetect(t, 0, "--helm-values")
+
+	var v charts.Values
+	dec := yaml.NewDecoder(strings.NewReader(out))
+	dec.KnownFields(true)
+	if err := dec.Decode(&v); err != nil {
+		t.Fatalf("--helm-values output does not parse: %v\n%s", err, out)
+	}
+	hopper := plan.Registry + ":hopper-1.9.3"
+	for _, m := range []struct {
+		name     string
+		got      charts.Model
+		replicas int
+	}{{"embed", v.TEI.Embed, 7}, {"rerank", v.TEI.Rerank, 1}} {
+		if !m.got.Enabled || m.got.Replicas != m.replicas || m.got.GPUs != 1 || m.got.Image != hopper || m.got.Port != charts.TEIPort {
+			t.Errorf("%s: %+v, want %d replicas of 1 GPU, %s on port %d", m.name, m.got, m.replicas, hopper, charts.TEIPort)
+		}
+		if m.got.NodeSelector["nvidia.com/gpu.product"] != "NVIDIA-H100-80GB-HBM3" || len(m.got.Tolerations) != 1 {
+			t.Errorf("%s: node selector %v, tolerations %v", m.name, m.got.NodeSelector, m.got.Tolerations)
+		}
+		if !slices.Contains(m.got.Args, "float16") || slices.ContainsFunc(m.got.Env, func(e charts.EnvVar) bool { return e.Name == "HF_TOKEN" }) {
+			t.Errorf("%s: args %q, env %v", m.name, m.got.Args, m.got.Env)
+		}
+	}
+	if v.Sidecar.Settings["RERANK_K"] != "10" {
+		t.Errorf("sidecar settings %v", v.Sidecar.Settings)
+	}
+	if strings.Contains(out, token) || strings.Contains(out, "Docker") || !strings.HasPrefix(out, "# Values for the tei-sidecar Helm chart") {
+		t.Errorf("the values file shows the token, speaks of Docker or lacks its header:\n%s", out)
+	}
+}
+
+// TestDetectHelmValuesGolden compares the values files for fixed machines
+// with testdata/detect/NAME.helm.yaml (-update rewrites them).
+func TestDetectHelmValuesGolden(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		hw   hwdetect.Hardware
+	}{{"cpu", goldenHost(0)}, {"eight-h100", goldenHost(8)}} {
+		t.Run(tt.name, func(t *testing.T) {
+			hw, res, err := charts.Plan(tt.hw, plan.Settings{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := charts.Build(hw, res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b bytes.Buffer
+			if err := charts.Write(&b, res, v); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, filepath.Join("testdata", "detect", tt.name+".helm.yaml"), b.Bytes())
+		})
+	}
+}
+
+// TestDetectHelmValuesAlone checks that --helm-values, which replaces the
+// report, refuses the flags that shape or write the report.
+func TestDetectHelmValuesAlone(t *testing.T) {
+	for _, tt := range []struct {
+		args    []string
+		wantErr string
+	}{
+		{[]string{"--helm-values", "--json"}, "tei-sidecar: error: --json and --helm-values can't be used together\n"},
+		{[]string{"--helm-values", "--write-env"}, "tei-sidecar: error: --write-env and --helm-values can't be used together\n"},
+	} {
+		cleanDetectEnv(t)
+		_, errOut := runDetect(t, 2, tt.args...)
+		if !strings.HasPrefix(errOut, tt.wantErr) {
+			t.Errorf("detect %q: stderr %q, want %q", tt.args, errOut, tt.wantErr)
+		}
+		if _, err := os.Stat(".env.optimized"); err == nil {
+			t.Errorf("detect %q wrote .env.optimized", tt.args)
+		}
 	}
 }

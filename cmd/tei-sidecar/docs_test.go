@@ -32,6 +32,7 @@ import (
 	"github.com/yuin/goldmark/ast"
 	"github.com/yuin/goldmark/extension"
 	"github.com/yuin/goldmark/text"
+	"go.yaml.in/yaml/v3"
 	"mvdan.cc/sh/v3/expand"
 	"mvdan.cc/sh/v3/interp"
 	"mvdan.cc/sh/v3/syntax"
@@ -42,14 +43,6 @@ import (
 
 // readmeMaxLines is the README's budget: a front door, not the reference.
 const readmeMaxLines = 400
-
-// pendingPages are pages linked before they exist, each with where it is
-// being written. A link to one is logged, not failed, until the page
-// arrives; then its anchors are checked like any other's. Delete an entry
-// once its page is merged.
-var pendingPages = map[string]string{
-	"docs/kubernetes.md": "the Kubernetes guide, written on its own branch",
-}
 
 // repoRoot is the repository's absolute path, taken before any test
 // changes directory.
@@ -236,10 +229,6 @@ func TestDocsLinks(t *testing.T) {
 				continue
 			}
 			if _, err := os.Stat(filepath.Join(repoRoot, filepath.FromSlash(target))); err != nil {
-				if why, ok := pendingPages[target]; ok {
-					t.Logf("%s: link %q: %s does not exist yet (%s)", from, dest, target, why)
-					continue
-				}
 				t.Errorf("%s: link %q: %s does not exist", from, dest, target)
 				continue
 			}
@@ -253,11 +242,6 @@ func TestDocsLinks(t *testing.T) {
 			if !page(target).anchors[anchor] {
 				t.Errorf("%s: link %q: %s has no heading whose anchor is #%s", from, dest, target, anchor)
 			}
-		}
-	}
-	for path := range pendingPages {
-		if _, err := os.Stat(filepath.Join(repoRoot, filepath.FromSlash(path))); err == nil {
-			t.Logf("%s exists now: delete it from pendingPages", path)
 		}
 	}
 }
@@ -414,6 +398,9 @@ func (d *docsCmd) check(t *testing.T, c leaf) {
 		if c.call.Args[0].Lit() == "docker" {
 			t.Skip("docker with a command substitution: not run, it needs Docker and a shell")
 		}
+		if c.call.Args[0].Lit() == "kubectl" {
+			t.Skip("kubectl: not run, no Kubernetes cluster runs here")
+		}
 		t.Fatalf("cannot expand the command's words: %v", err)
 	}
 	env := map[string]string{}
@@ -446,8 +433,69 @@ func (d *docsCmd) check(t *testing.T, c leaf) {
 		t.Skipf("%s: not run, it needs root and the NVIDIA Container Toolkit", args[0])
 	case "brew":
 		t.Skip("brew: not run, it is macOS's")
+	case "helm":
+		helmCommand(t, args[1:])
+	case "kubectl":
+		t.Skip("kubectl: not run, no Kubernetes cluster runs here")
 	default:
 		t.Errorf("no rule for %q: say in docs_test.go how to run or check it", args[0])
+	}
+}
+
+// helmCommand checks helm install, upgrade and template: the chart is the
+// repository's, and every --set names a value the chart has. The chart's
+// own rendering is tested in charts/.
+func helmCommand(t *testing.T, args []string) {
+	if len(args) == 0 || !slices.Contains([]string{"install", "upgrade", "template"}, args[0]) {
+		t.Fatalf("helm %s: no rule for it", strings.Join(args, " "))
+	}
+	var positional, sets []string
+	for i := 1; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "--set" || a == "--set-string":
+			i++
+			sets = append(sets, args[i])
+		case a == "-f" || a == "--values" || a == "-n" || a == "--namespace" || a == "--version":
+			i++
+		case strings.HasPrefix(a, "-"):
+		default:
+			positional = append(positional, a)
+		}
+	}
+	if len(positional) != 2 {
+		t.Fatalf("helm %s: want a release name and the chart, got %q", args[0], positional)
+	}
+	chart := filepath.Join(repoRoot, filepath.FromSlash(positional[1]))
+	raw, err := os.ReadFile(filepath.Join(chart, "values.yaml"))
+	if err != nil {
+		t.Fatalf("helm %s: %s is not the repository's chart: %v", args[0], positional[1], err)
+	}
+	var values map[string]any
+	if err := yaml.Unmarshal(raw, &values); err != nil {
+		t.Fatal(err)
+	}
+	for _, set := range sets {
+		key, _, ok := strings.Cut(set, "=")
+		if !ok {
+			t.Errorf("--set %s: no value", set)
+			continue
+		}
+		var node any = values
+		for _, part := range strings.Split(key, ".") {
+			m, ok := node.(map[string]any)
+			if !ok {
+				node = nil
+				break
+			}
+			node, ok = m[part]
+			if !ok {
+				node = nil
+				break
+			}
+		}
+		if node == nil {
+			t.Errorf("--set %s: the chart has no value %s", set, key)
+		}
 	}
 }
 
