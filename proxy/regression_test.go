@@ -639,3 +639,39 @@ func (s *syncBuf) String() string {
 }
 
 var _ = json.Valid
+
+// TestCacheCountersArePerCache is a regression test: the cache hit, miss
+// and eviction counters mixed the embedding and rerank caches, so a
+// dashboard could not tell whose hit ratio fell. Each is labelled with its
+// cache now.
+func TestCacheCountersArePerCache(t *testing.T) {
+	_, emb := startSim(t, "--model-id", "BAAI/bge-small-en-v1.5")
+	_, rank := startSim(t, "--model-id", "BAAI/bge-reranker-v2-m3")
+	cfg := testConfig(emb)
+	cfg.RerankURLs = []string{rank}
+	srv, p := startProxy(t, cfg)
+	for range 2 { // a miss, then a hit, of each
+		if st, _, b := post(t, p, "/embed", `{"inputs":["counted apart"]}`); st != 200 {
+			t.Fatalf("embed: %d %s", st, b)
+		}
+		if st, _, b := post(t, p, "/rerank", `{"query":"q","texts":["a","b"]}`); st != 200 {
+			t.Fatalf("rerank: %d %s", st, b)
+		}
+	}
+	if st, _, b := post(t, p, "/embed", `{"inputs":["another"]}`); st != 200 { // a second embed miss
+		t.Fatalf("embed: %d %s", st, b)
+	}
+	for _, c := range []struct {
+		metric, cache string
+		want          float64
+	}{
+		{"sidecar_cache_hits_total", "embed", 1},
+		{"sidecar_cache_misses_total", "embed", 2},
+		{"sidecar_cache_hits_total", "rerank", 1},
+		{"sidecar_cache_misses_total", "rerank", 1},
+	} {
+		if got := metricWith(t, srv, c.metric, "cache", c.cache); got != c.want {
+			t.Errorf("%s{cache=%q} = %v, want %v", c.metric, c.cache, got, c.want)
+		}
+	}
+}
