@@ -99,11 +99,13 @@ func (p *pool) accept(r *replica, info *tei.Info, dim int, waited time.Duration)
 	r.maxBatch = max(min(info.MaxClientBatchSize, info.MaxConcurrentRequests), 1)
 	maxc := max(info.MaxConcurrentRequests, 1)
 	if p.s.cfg.AdaptiveConcurrency {
-		// Start where one full batch and the next fit, and let the
-		// measured latency move it; at least a few inputs, so that a
-		// small replica still takes several queries at once.
+		// Start at one full batch and let the measured latency move it
+		// (starting higher let the first seconds of a load queue two
+		// batches' worth inside TEI, where queries waited behind them);
+		// at least a few inputs, so that a small replica still takes
+		// several queries at once.
 		floor := min(r.maxBatch, 4)
-		r.lim = newGradientLimit(2*r.maxBatch, floor, maxc)
+		r.lim = newGradientLimit(r.maxBatch, floor, maxc)
 		r.limit = r.lim.current()
 	} else {
 		r.lim, r.limit = nil, maxc
@@ -206,14 +208,15 @@ func (p *pool) unavailableLocked() error {
 		p.name, down, open, starting), retryAfter: retry}
 }
 
-// pickLocked chooses the replica for work needing need free inputs: among
-// ready replicas with room whose breaker lets a call through, the one with
+// pickLocked chooses the replica for work wanting need free inputs in one
+// call: among ready replicas with room for that much (or for a full batch
+// or their whole limit, when need is more) whose breaker lets a call through, the one with
 // the fewest inputs in flight (two random choices when there are more than
 // four), preferring any but avoid, which just failed this work. It returns
 // the replica and the breaker's callback for the call's outcome.
 func (p *pool) pickLocked(need int, prio priority, avoid *replica) (*replica, func(error)) {
 	eligible := func(r *replica) bool {
-		return r.state == stateReady && r.free(prio) >= min(need, r.limit) && !r.breakerOpen()
+		return r.state == stateReady && r.free(prio) >= min(need, r.maxBatch, r.limit) && !r.breakerOpen()
 	}
 	if n := len(p.replicas); n > 4 {
 		// Two random choices, the less loaded wins: O(1) for large pools.

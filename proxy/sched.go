@@ -173,11 +173,16 @@ func (sc *scheduler) dispatchLocked() {
 }
 
 // needLocked is how many free inputs a replica needs to take f now: one for
-// work that splits (embedding inputs batch, reranks chunk), all for a call
-// passed through.
+// embedding inputs (they batch with others), the next chunk of a rerank
+// (sent whole rather than in slivers of whatever room is left, each a TEI
+// call of its own), all of a call passed through.
 func (f *flight) needLocked() int {
-	if f.pass != nil {
+	switch {
+	case f.pass != nil:
 		return max(f.pass.n, 1)
+	case f.rerank != nil && len(f.rerank.pending) > 0:
+		sp := f.rerank.pending[0]
+		return max(sp.hi-sp.lo, 1)
 	}
 	return 1
 }

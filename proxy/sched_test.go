@@ -274,3 +274,29 @@ func TestAdaptiveLimitOnTheSimulator(t *testing.T) {
 		t.Errorf("the adaptive limit is %v inputs, want near the batch of 8 (8..96)", limit)
 	}
 }
+
+// TestGradientLimitLearnsTheShortBatchUnloaded: TEI's shortest batch was
+// learned only from calls made while the limit was at least half used, so
+// the first unloaded queries taught it nothing, the first bulk batch (many
+// times longer) became "the shortest", and on a backend whose batch time
+// grows with its tokens the limit grew until queries waited behind two
+// long batches inside TEI. A query answered before the load now sets the
+// reference, and long batches under load bring the limit down.
+func TestGradientLimitLearnsTheShortBatchUnloaded(t *testing.T) {
+	g := newGradientLimit(32, 4, 512)
+	// One query, alone: a 7 ms batch.
+	g.observe(sample{rtt: 8 * time.Millisecond, inference: 7 * time.Millisecond, staged: true, inflight: 1})
+	// Then bulk keeps the limit full: everything in flight runs as one
+	// batch of 5 ms plus 5.4 ms an input, and waits about half a batch.
+	for range 200 {
+		n := g.current()
+		batch := 5*time.Millisecond + time.Duration(n)*5400*time.Microsecond
+		g.observe(sample{rtt: batch * 3 / 2, queue: batch / 2, inference: batch, staged: true, inflight: n})
+	}
+	// Batches about batchTolerance times the shortest: the limit's batch
+	// takes no longer than half as much again.
+	got := g.current()
+	if batch := 5*time.Millisecond + time.Duration(got)*5400*time.Microsecond; batch > time.Duration(1.5*batchTolerance*float64(7*time.Millisecond)) {
+		t.Errorf("the limit is %d inputs (batches of %s), want batches of at most %.0f × 7 ms", got, batch, 1.5*batchTolerance)
+	}
+}
