@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -437,8 +438,33 @@ func (d *docsCmd) check(t *testing.T, c leaf) {
 		helmCommand(t, args[1:])
 	case "kubectl":
 		t.Skip("kubectl: not run, no Kubernetes cluster runs here")
+	case "bash":
+		bashScript(t, args[1:], env)
 	default:
 		t.Errorf("no rule for %q: say in docs_test.go how to run or check it", args[0])
+	}
+}
+
+// bashScript checks bash SCRIPT: a script of the repository that bash
+// parses, and that reads every variable the command sets. It is not run:
+// the repository's scripts are benchmarks, minutes long.
+func bashScript(t *testing.T, args []string, env map[string]string) {
+	t.Helper()
+	if len(args) != 1 {
+		t.Fatalf("bash with %d arguments, want one script", len(args))
+	}
+	path := filepath.Join(repoRoot, filepath.FromSlash(args[0]))
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("bash %s: no such script in the repository", args[0])
+	}
+	if out, err := exec.Command("bash", "-n", path).CombinedOutput(); err != nil {
+		t.Errorf("bash -n %s: %v\n%s", args[0], err, out)
+	}
+	for name := range env {
+		if !bytes.Contains(src, []byte("${"+name)) && !bytes.Contains(src, []byte("$"+name)) {
+			t.Errorf("%s=… bash %s: the script never reads %s", name, args[0], name)
+		}
 	}
 }
 
