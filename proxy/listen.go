@@ -23,9 +23,9 @@ type HTTPConfig struct {
 	IdleTimeout time.Duration
 	// MaxConnections caps open client connections (HTTP_MAX_CONNECTIONS,
 	// default 4096), lowered to three quarters of the file limit. At the
-	// cap the longest-idle keep-alive connection is closed to let a new
-	// client in; when none is idle, new clients wait in the kernel's
-	// backlog. Zero means the default.
+	// cap the longest-idle keep-alive connection is closed when a new
+	// client comes; when none is idle, new clients wait until a
+	// connection closes. Zero means the default.
 	MaxConnections int
 }
 
@@ -67,6 +67,9 @@ type Listener struct {
 
 	mu   sync.Mutex
 	idle *list.List // *capConn, longest idle first
+
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 // Listen listens on addr (TCP) with at most cfg's connection cap open.
@@ -75,24 +78,36 @@ func Listen(addr string, cfg HTTPConfig) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Listener{Listener: ln, slots: make(chan struct{}, cfg.connCap()), idle: list.New()}, nil
+	return &Listener{Listener: ln, slots: make(chan struct{}, cfg.connCap()), idle: list.New(), closed: make(chan struct{})}, nil
 }
 
-// Accept waits for a free slot, closing the longest-idle connection when
-// there is none, then accepts.
+// Accept accepts a connection, then takes a slot for it: at the cap it
+// closes the longest-idle connection for it, or waits for one to close.
+// (Taking the slot first closed an idle connection as soon as the cap was
+// reached, before any new client came.)
 func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
 	select {
 	case l.slots <- struct{}{}:
 	default:
 		l.closeOldestIdle()
-		l.slots <- struct{}{}
-	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.slots
-		return nil, err
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.closed:
+			_ = c.Close()
+			return nil, net.ErrClosed
+		}
 	}
 	return &capConn{Conn: c, l: l}, nil
+}
+
+// Close stops accepting; a client waiting for a slot is let go.
+func (l *Listener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
 }
 
 func (l *Listener) closeOldestIdle() {

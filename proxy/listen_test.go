@@ -16,6 +16,13 @@ import (
 // returns the address.
 func serveTest(t *testing.T, cfg HTTPConfig) string {
 	t.Helper()
+	_, addr := serveTestListener(t, cfg)
+	return addr
+}
+
+// serveTestListener is serveTest, with the server's listener.
+func serveTestListener(t *testing.T, cfg HTTPConfig) (*Listener, string) {
+	t.Helper()
 	ln, err := Listen("127.0.0.1:0", cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +35,24 @@ func serveTest(t *testing.T, cfg HTTPConfig) string {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = hs.Serve(ln) }()
 	t.Cleanup(func() { _ = hs.Close(); <-done })
-	return ln.Addr().String()
+	return ln, ln.Addr().String()
+}
+
+// waitIdle waits until l holds n idle connections: the server marks a
+// connection idle after the client may already have read its answer.
+func waitIdle(t *testing.T, l *Listener, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		l.mu.Lock()
+		got := l.idle.Len()
+		l.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle connections, want %d", got, n)
+		}
+	}
 }
 
 // closedByServer reports whether the server closes c within d.
@@ -84,11 +108,13 @@ func TestSlowBodiesAreCut(t *testing.T) {
 // TestConnectionCapLetsNewClientsIn is a regression test: with a 256-file
 // limit, 244 idle connections locked new clients out. Open connections
 // are capped below the file limit, and at the cap the longest-idle one is
-// closed for a new client.
+// closed for a new client — only when one comes: the listener used to
+// close one as soon as the cap was reached, and which one raced with the
+// server marking connections idle.
 func TestConnectionCapLetsNewClientsIn(t *testing.T) {
-	addr := serveTest(t, HTTPConfig{MaxConnections: 4, IdleTimeout: time.Minute})
+	ln, addr := serveTestListener(t, HTTPConfig{MaxConnections: 4, IdleTimeout: time.Minute})
 	var idle []net.Conn
-	for range 4 {
+	for i := range 4 {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -104,6 +130,8 @@ func TestConnectionCapLetsNewClientsIn(t *testing.T) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		idle = append(idle, c)
+		// In this order: the first is the longest idle.
+		waitIdle(t, ln, i+1)
 	}
 	// A fifth client gets in: the server makes room.
 	client := &http.Client{Timeout: 5 * time.Second}
