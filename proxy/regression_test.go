@@ -675,3 +675,29 @@ func TestCacheCountersArePerCache(t *testing.T) {
 		}
 	}
 }
+
+// TestRepeatedRerankIsAHitAtOnce is a regression test: a rerank's answer
+// was cached only after its waiters had been woken, so the same rerank
+// sent as soon as the first had its answer could find neither the flight
+// nor the cache and go to TEI again (TestCacheCountersArePerCache saw it
+// now and then). Embeddings were cached first; reranks are now too.
+func TestRepeatedRerankIsAHitAtOnce(t *testing.T) {
+	_, emb := startSim(t, "--model-id", "BAAI/bge-small-en-v1.5")
+	_, cnt, rank := startCounted(t, "--model-id", "BAAI/bge-reranker-v2-m3")
+	cfg := testConfig(emb)
+	cfg.RerankURLs = []string{rank}
+	_, p := startProxy(t, cfg)
+	const n = 200
+	before := cnt.count("/rerank")
+	for i := range n {
+		body := fmt.Sprintf(`{"query":"q %d","texts":["a","b"]}`, i)
+		for range 2 {
+			if st, _, b := post(t, p, "/rerank", body); st != 200 {
+				t.Fatalf("rerank: %d %s", st, b)
+			}
+		}
+	}
+	if got := cnt.count("/rerank") - before; got != n {
+		t.Errorf("%d TEI calls for %d reranks each sent twice, want %d: a repeat missed the cache", got, n, n)
+	}
+}

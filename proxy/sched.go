@@ -476,16 +476,18 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 
 	if merge != nil {
 		res := merge.rerank.result()
+		// Cached before the flight leaves the table, as embeddings are: a
+		// request that comes as soon as the first has its answer finds it.
+		if merge.keyed && merge.keep.Load() {
+			p.s.rankCache.add(merge.key, res)
+			p.s.shared.Put(merge.key, encodeRanked(res))
+		}
 		p.mu.Lock()
 		if !merge.done {
 			merge.rank = res
 			sc.completeLocked(merge, nil)
 		}
 		p.mu.Unlock()
-		if merge.keyed && merge.keep.Load() {
-			p.s.rankCache.add(merge.key, res)
-			p.s.shared.Put(merge.key, encodeRanked(res))
-		}
 	}
 }
 
