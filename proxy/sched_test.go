@@ -123,37 +123,64 @@ func TestBulkIsNeverStarved(t *testing.T) {
 // TestLeavingReleasesQueuedInputs: a request whose client leaves, or whose
 // deadline passes, while its inputs wait in the queue takes them out.
 func TestLeavingReleasesQueuedInputs(t *testing.T) {
-	// The deadline leaves room for all six requests to arrive (under -race
-	// on a loaded machine, too) before the first one's passes.
+	// The replica takes 4 inputs at once and holds them (stalled). A query
+	// takes them first; bulk work queues behind it, and a second query,
+	// sent later, goes ahead of that bulk when the first query's deadline
+	// frees the room. So the bulk requests' deadlines pass while their
+	// inputs wait in the queue: 429 with Retry-After, every one. (Six
+	// requests sent at once made which ones waited a race with the first
+	// deadline.)
 	sim, srv, p := slowOne(t, func(c *Config) { c.RequestTimeout = time.Second })
 	sim.SetFault(teisim.Fault{Stall: 5 * time.Second}) // the replica holds what it has
+	type result struct {
+		name string
+		st   int
+	}
+	results := make(chan result, 8)
 	var wg sync.WaitGroup
-	statuses := make(chan int, 8)
-	for i := range 6 {
+	send := func(name string, n int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, h, _, err := tryPost(p, "/embed", inputsJSON([]string{fmt.Sprintf("w%d a", i), fmt.Sprintf("w%d b", i), fmt.Sprintf("w%d c", i)}))
+			inputs := make([]string, n)
+			for i := range inputs {
+				inputs[i] = fmt.Sprintf("%s %d", name, i)
+			}
+			st, h, _, err := tryPost(p, "/embed", inputsJSON(inputs))
 			if err != nil {
 				t.Error(err)
 			}
 			if st == 429 && h.Get("Retry-After") == "" {
-				t.Error("429 without Retry-After")
+				t.Errorf("%s: 429 without Retry-After", name)
 			}
-			statuses <- st
+			results <- result{name, st}
 		}()
 	}
-	wg.Wait()
-	close(statuses)
-	queued, seen := 0, []int{}
-	for st := range statuses {
-		seen = append(seen, st)
-		if st == http.StatusTooManyRequests {
-			queued++
+	inflight := func(want float64) {
+		for deadline := time.Now().Add(5 * time.Second); metricWith(t, srv, "sidecar_inflight_inputs", "pool", "embed") != want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("never %v inputs in flight", want)
+			}
 		}
 	}
-	if queued == 0 {
-		t.Errorf("no request waited in the queue past its deadline (want 429 for those); statuses %v", seen)
+	send("query 1", 4) // t=0: takes the replica's 4 inputs; leaves at 1s
+	inflight(4)
+	time.Sleep(200 * time.Millisecond)
+	for i := range 3 {
+		send(fmt.Sprintf("bulk %d", i), 5) // t=0.2s: queued; deadlines at 1.2s
+	}
+	time.Sleep(200 * time.Millisecond)
+	send("query 2", 4) // t=0.4s: queued ahead of the bulk; sent at 1s, leaves at 1.4s
+	wg.Wait()
+	close(results)
+	for r := range results {
+		want := http.StatusTooManyRequests // waited in the queue past its deadline
+		if strings.HasPrefix(r.name, "query") {
+			want = http.StatusGatewayTimeout // its deadline passed in TEI
+		}
+		if r.st != want {
+			t.Errorf("%s: %d, want %d", r.name, r.st, want)
+		}
 	}
 	if n := counterValue(t, srv, "sidecar_queue_inputs"); n != 0 {
 		t.Errorf("%v inputs left in the queue after every waiter left", n)
