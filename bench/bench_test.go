@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"regexp"
@@ -37,6 +38,13 @@ func sidecar(t *testing.T, embedURL, rerankURL string) string {
 	cfg := proxy.DefaultConfig()
 	cfg.EmbedURLs = []string{embedURL}
 	cfg.RerankURLs = []string{rerankURL}
+	return startSidecar(t, cfg, nil)
+}
+
+// startSidecar starts the proxy under cfg, its handler behind mw (nil:
+// none), and returns its URL.
+func startSidecar(t *testing.T, cfg proxy.Config, mw func(http.Handler) http.Handler) string {
+	t.Helper()
 	srv, err := proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +54,11 @@ func sidecar(t *testing.T, embedURL, rerankURL string) string {
 	if err := srv.Connect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv.Handler())
+	h := srv.Handler()
+	if mw != nil {
+		h = mw(h)
+	}
+	ts := httptest.NewServer(h)
 	t.Cleanup(func() {
 		ts.Close()
 		srv.Close()

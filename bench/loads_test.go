@@ -2,13 +2,9 @@ package bench
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -48,21 +44,7 @@ func poolSidecar(t *testing.T, mw func(http.Handler) http.Handler, embedURLs ...
 	t.Helper()
 	cfg := proxy.DefaultConfig()
 	cfg.EmbedURLs = embedURLs
-	srv, err := proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(mw(srv.Handler()))
-	t.Cleanup(func() {
-		ts.Close()
-		srv.Close()
-	})
-	return ts.URL
+	return startSidecar(t, cfg, mw)
 }
 
 // TestBenchLoads runs the sweep and the three load scenarios through a

@@ -64,6 +64,13 @@ func poolsSidecar(t *testing.T, embedURL, rerankURL, apiKey string) string {
 	t.Helper()
 	cfg := proxy.DefaultConfig()
 	cfg.EmbedURLs, cfg.RerankURLs, cfg.APIKey = []string{"http://127.0.0.1:1", embedURL}, []string{rerankURL}, apiKey
+	return inProcessSidecar(t, cfg)
+}
+
+// inProcessSidecar starts the proxy under cfg behind an httptest server and
+// returns its URL.
+func inProcessSidecar(t *testing.T, cfg proxy.Config) string {
+	t.Helper()
 	srv, err := proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -8,13 +8,10 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"go/build"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -24,7 +21,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 	"unicode"
 
 	"github.com/alecthomas/kong"
@@ -975,19 +971,5 @@ func startDocsSidecar(t *testing.T) string {
 	embedURL, rerankURL := sims(t)
 	cfg := proxy.DefaultConfig()
 	cfg.EmbedURLs, cfg.RerankURLs = []string{embedURL}, []string{rerankURL}
-	srv, err := proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		ts.Close()
-		srv.Close()
-	})
-	return ts.URL
+	return inProcessSidecar(t, cfg)
 }
