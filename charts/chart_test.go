@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/tei-sidecar/tei-sidecar/plan"
+	"github.com/tei-sidecar/tei-sidecar/tests/golden"
 )
 
 // Names the release's objects get.
@@ -59,7 +60,7 @@ func TestHelmRender(t *testing.T) {
 			var files [][]byte
 			if tt.smi != "" {
 				file := helmValues(t, recordedGPUs(t, tt.smi), plan.Settings{})
-				golden(t, filepath.Join("testdata", "values", tt.smi+".yaml"), file)
+				golden.Check(t, filepath.Join("testdata", "values", tt.smi+".yaml"), file)
 				if w := tt.want.valuesFileWarning; w != "" && !strings.Contains(string(file), w) {
 					t.Errorf("the values file lacks %q:\n%s", w, file)
 				}
@@ -67,7 +68,7 @@ func TestHelmRender(t *testing.T) {
 			}
 			vals := values(t, files)
 			o, manifest := render(t, vals)
-			golden(t, filepath.Join("testdata", "render", tt.name+".yaml"), []byte(manifest))
+			golden.Check(t, filepath.Join("testdata", "render", tt.name+".yaml"), []byte(manifest))
 			lint(t, vals)
 
 			checkEveryPod(t, o)
@@ -101,7 +102,7 @@ func TestHelmEverythingOn(t *testing.T) {
 		"sidecar.preStopSleepSeconds=5",
 	)
 	o, manifest := render(t, vals)
-	golden(t, filepath.Join("testdata", "render", "everything-on.yaml"), []byte(manifest))
+	golden.Check(t, filepath.Join("testdata", "render", "everything-on.yaml"), []byte(manifest))
 	lint(t, vals)
 	checkEveryPod(t, o)
 	checkSecretsFromSecrets(t, o)

@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tei-sidecar/tei-sidecar/charts"
+	"github.com/tei-sidecar/tei-sidecar/tests/golden"
 )
 
 // The chart README's values table sits between these lines.
@@ -127,7 +128,7 @@ func TestHelmValuesDocumented(t *testing.T) {
 		t.Fatalf("%s lacks the lines that enclose the values table:\n%s%s", path, tableBegin, tableEnd)
 	}
 	want := before + tableBegin + table.String() + tableEnd + after
-	if updating() {
+	if golden.Updating() {
 		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -44,45 +43,6 @@ const machines = "../hwdetect/testdata"
 var snapshots *hwtest.Snapshots
 
 func TestMain(m *testing.M) { hwtest.Main(m, filepath.Join(machines, "snapshots"), &snapshots) }
-
-// -update rewrites the golden files instead of comparing with them:
-// go test ./charts -update. A dependency may define the flag already; it
-// is then shared.
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite testdata's golden files")
-	}
-}
-
-func updating() bool { return flag.Lookup("update").Value.String() == "true" }
-
-// golden compares got with the file at path, or rewrites it with -update.
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if updating() {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if bytes.Equal(got, want) {
-		return
-	}
-	g, w := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
-	line := 0
-	for line < min(len(g), len(w)) && g[line] == w[line] {
-		line++
-	}
-	at := func(l []string) string { return strings.Join(l[line:min(line+5, len(l))], "\n") }
-	t.Errorf("%s differs from what is rendered now from line %d (run with -update and read the diff):\nnow:\n%s\nwas:\n%s", path, line+1, at(g), at(w))
-}
 
 // recordedGPUs is a recorded machine: the 24-core Xeon's /proc and /sys
 // with an nvidia-smi stand-in from hwdetect/testdata/nvidia-smi.

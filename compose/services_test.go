@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"errors"
-	"flag"
 	"maps"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"github.com/tei-sidecar/tei-sidecar/compose"
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
 	"github.com/tei-sidecar/tei-sidecar/plan"
+	"github.com/tei-sidecar/tei-sidecar/tests/golden"
 )
 
 func fact[T any](v T) hwdetect.Fact[T] { return hwdetect.Fact[T]{Value: v, Source: "test"} }
@@ -210,18 +210,6 @@ func TestBuildRefusesNative(t *testing.T) {
 	}
 }
 
-// -update rewrites the golden files instead of comparing with them:
-// go test ./compose -run Golden -update. gotest.tools' golden package,
-// linked in through Compose's modules, may define the flag already; it is
-// then shared.
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite testdata's golden files")
-	}
-}
-
-func updating() bool { return flag.Lookup("update").Value.String() == "true" }
-
 // TestWriteGolden compares the file `tei-sidecar compose` writes for fixed
 // machines with testdata/NAME.yaml: one TEI service per replica, each with
 // its GPU, and the sidecar given every replica's URL. Run with -update to
@@ -248,20 +236,7 @@ func TestWriteGolden(t *testing.T) {
 			if err := compose.Write(&out, res, f); err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join("testdata", tt.name+".yaml")
-			if updating() {
-				if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if !bytes.Equal(out.Bytes(), want) {
-				t.Errorf("%s differs from what compose writes now (run with -update and read the diff):\n%s", path, out.String())
-			}
+			golden.Check(t, filepath.Join("testdata", tt.name+".yaml"), out.Bytes())
 		})
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -20,6 +19,7 @@ import (
 	"github.com/tei-sidecar/tei-sidecar/charts"
 	"github.com/tei-sidecar/tei-sidecar/hwdetect"
 	"github.com/tei-sidecar/tei-sidecar/plan"
+	"github.com/tei-sidecar/tei-sidecar/tests/golden"
 )
 
 // settingsEnv are the variables detect reads; tests start with none set.
@@ -320,18 +320,6 @@ func TestDetectRefusesBadSettings(t *testing.T) {
 	}
 }
 
-// -update rewrites the golden files instead of comparing with them:
-// go test ./cmd/tei-sidecar -run Golden -update. A test dependency (such as
-// gotest.tools' golden package) may define the flag already; it is then
-// shared.
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite testdata's golden files")
-	}
-}
-
-func updating() bool { return flag.Lookup("update").Value.String() == "true" }
-
 func fact[T any](v T) hwdetect.Fact[T] { return hwdetect.Fact[T]{Value: v, Source: "test"} }
 
 // goldenHost is a 32-core, 256 GiB x86-64 Linux host with n H100s and
@@ -386,31 +374,10 @@ func TestDetectReportGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, filepath.Join("testdata", "detect", tt.name+".txt"), text.Bytes())
-			golden(t, filepath.Join("testdata", "detect", tt.name+".json"), append(js, '\n'))
+			golden.Check(t, filepath.Join("testdata", "detect", tt.name+".txt"), text.Bytes())
+			golden.Check(t, filepath.Join("testdata", "detect", tt.name+".json"), append(js, '\n'))
 			decodeReport(t, string(js)) // the documented schema, no field unknown
 		})
-	}
-}
-
-// golden compares got with the file at path, or rewrites it with -update.
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if updating() {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from what detect writes now (run with -update and read the diff):\n%s", path, got)
 	}
 }
 
@@ -529,7 +496,7 @@ func TestDetectHelmValuesGolden(t *testing.T) {
 			if err := charts.Write(&b, res, v); err != nil {
 				t.Fatal(err)
 			}
-			golden(t, filepath.Join("testdata", "detect", tt.name+".helm.yaml"), b.Bytes())
+			golden.Check(t, filepath.Join("testdata", "detect", tt.name+".helm.yaml"), b.Bytes())
 		})
 	}
 }
