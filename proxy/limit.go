@@ -46,8 +46,8 @@ const (
 	// Measured with bench/scenarios.sh (ingest beside queries, a CPU-like
 	// cost): 8 kept ingest at 0.78 of TEI's own throughput, 16 at 0.85
 	// and 24 at 0.87, with query p99 at 0.04, 0.10 and 0.13-0.19 of
-	// TEI's. On a GPU a batch's time grows little
-	// with its size, and the queue bounds the limit instead.
+	// TEI's. On a GPU a batch's time grows little with its size, and the
+	// queue bounds the limit instead.
 	batchTolerance = 16.0
 	// latencyTolerance is, without TEI's stage times, how much slower than
 	// unloaded the recent latency may be before the limit shrinks.

@@ -210,10 +210,11 @@ func (p *pool) unavailableLocked() error {
 
 // pickLocked chooses the replica for work wanting need free inputs in one
 // call: among ready replicas with room for that much (or for a full batch
-// or their whole limit, when need is more) whose breaker lets a call through, the one with
-// the fewest inputs in flight (two random choices when there are more than
-// four), preferring any but avoid, which just failed this work. It returns
-// the replica and the breaker's callback for the call's outcome.
+// or their whole limit, when need is more) whose breaker lets a call
+// through, the one with the fewest inputs in flight (two random choices
+// when there are more than four), preferring any but avoid, which just
+// failed this work. It returns the replica and the breaker's callback for
+// the call's outcome.
 func (p *pool) pickLocked(need int, prio priority, avoid *replica) (*replica, func(error)) {
 	eligible := func(r *replica) bool {
 		return r.state == stateReady && r.free(prio) >= min(need, r.maxBatch, r.limit) && !r.breakerOpen()
