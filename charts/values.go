@@ -186,7 +186,7 @@ func model(hw hwdetect.Hardware, reps []plan.Plan) (Model, error) {
 		return Model{}, fmt.Errorf("tei-%s: the plan has no image", p.Name())
 	}
 	for _, r := range reps[1:] {
-		if r.Image != p.Image || !slices.Equal(r.Args, p.Args) || !sameEnv(r, p) || len(r.GPUIDs) != len(p.GPUIDs) {
+		if r.Image != p.Image || !slices.Equal(r.Args, p.Args) || !maps.Equal(r.Env, p.Env) || len(r.GPUIDs) != len(p.GPUIDs) {
 			return Model{}, fmt.Errorf("the %s model's replicas differ (tei-%s runs %s %s, tei-%s runs %s %s), but one Deployment runs them from one pod template: "+
 				"run detect on a node of one GPU type, or pin the devices (EMBEDDING_DEVICE, RERANK_DEVICE) and replicas (EMBEDDING_REPLICAS, RERANK_REPLICAS)",
 				p.Role, p.Name(), p.Image, strings.Join(p.Args, " "), r.Name(), r.Image, strings.Join(r.Args, " "))
@@ -237,19 +237,6 @@ func model(hw hwdetect.Hardware, reps []plan.Plan) (Model, error) {
 		m.NodeSelector[GPUProductLabel] = product
 	}
 	return m, nil
-}
-
-// sameEnv reports whether two plans set the same environment.
-func sameEnv(a, b plan.Plan) bool {
-	if len(a.Env) != len(b.Env) {
-		return false
-	}
-	for k, v := range a.Env {
-		if w, ok := b.Env[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // labelValue is what a Kubernetes label value may be: 63 characters at
