@@ -124,14 +124,6 @@ func (t images) hasCUDA(arch string) bool {
 	return false
 }
 
-// cudaArchs names the platforms with CUDA images, for messages.
-func (t images) cudaArchs() string {
-	if t.hasCUDA(archARM64) {
-		return "linux/amd64 (and linux/arm64 for compute capability 12.1 only)"
-	}
-	return "linux/amd64 only"
-}
-
 // noBuildWhy says why no build of the release runs on compute capability
 // cc on arch.
 func (t images) noBuildWhy(cc, arch string) string {

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	stdjson "encoding/json"
 	"errors"
 	"io"
 	"mime"
@@ -266,9 +265,6 @@ func appendJSONString(b []byte, s string) []byte {
 
 // jsonUnmarshal decodes part of a request as strictly as decodeBody.
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
-// jsonMarshal encodes an answer the sidecar builds itself.
-func jsonMarshal(v any) ([]byte, error) { return stdjson.Marshal(v) }
 
 // writeList answers items as a JSON list, the way TEI writes its answers,
 // straight from the cached bytes through a pooled 64 kB buffer: no copy of
