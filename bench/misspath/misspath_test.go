@@ -68,10 +68,7 @@ func TestBenchMissPathPercentile(t *testing.T) {
 
 // TestBenchMissPathNginxConf checks the written configuration with nginx's own test.
 func TestBenchMissPathNginxConf(t *testing.T) {
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		t.Skip("nginx is not installed")
-	}
+	bin := requireNginx(t)
 	dir := t.TempDir()
 	conf, err := writeNginxConf(dir, 18081, 18080)
 	if err != nil {
@@ -94,9 +91,7 @@ func TestBenchMissPathQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the sidecar and runs for seconds")
 	}
-	if _, err := exec.LookPath("nginx"); err != nil {
-		t.Skip("nginx is not installed")
-	}
+	requireNginx(t)
 	var out, errb bytes.Buffer
 	if code := run([]string{"-quick"}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d:\n%s\n%s", code, out.String(), errb.String())
@@ -138,4 +133,19 @@ func children(t *testing.T) []int {
 		}
 	}
 	return out
+}
+
+// requireNginx returns nginx's path, or skips the test without it; with
+// TEI_SIDECAR_REQUIRE_NGINX=1 (CI sets it) a missing nginx fails the test
+// instead, so that CI never passes a skipped check.
+func requireNginx(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		if os.Getenv("TEI_SIDECAR_REQUIRE_NGINX") == "1" {
+			t.Fatal("nginx is not installed, and TEI_SIDECAR_REQUIRE_NGINX=1")
+		}
+		t.Skip("nginx is not installed")
+	}
+	return bin
 }
