@@ -127,7 +127,8 @@ func TestLeavingReleasesQueuedInputs(t *testing.T) {
 	// takes them first; bulk work queues behind it, and a second query,
 	// sent later, goes ahead of that bulk when the first query's deadline
 	// frees the room. So the bulk requests' deadlines pass while their
-	// inputs wait in the queue: 429 with Retry-After, every one. (Six
+	// inputs wait in the queue: 429 with Retry-After, every one; and a bulk
+	// client that goes away meanwhile takes its inputs out at once. (Six
 	// requests sent at once made which ones waited a race with the first
 	// deadline.)
 	sim, srv, p := slowOne(t, func(c *Config) { c.RequestTimeout = time.Second })
@@ -171,6 +172,34 @@ func TestLeavingReleasesQueuedInputs(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	send("query 2", 4) // t=0.4s: queued ahead of the bulk; sent at 1s, leaves at 1.4s
+	// A bulk client that goes away while its inputs wait takes them out
+	// of the queue at once, long before its deadline.
+	queued := func(want float64) {
+		t.Helper()
+		for deadline := time.Now().Add(300 * time.Millisecond); counterValue(t, srv, "sidecar_queue_inputs") != want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%v inputs queued, want %v", counterValue(t, srv, "sidecar_queue_inputs"), want)
+			}
+		}
+	}
+	queued(3*5 + 4)
+	ctx, leave := context.WithCancel(t.Context())
+	gone := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p+"/embed", strings.NewReader(inputsJSON([]string{"leaver 0", "leaver 1", "leaver 2", "leaver 3", "leaver 4"})))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		gone <- err
+	}()
+	queued(3*5 + 4 + 5)
+	leave()
+	if err := <-gone; err == nil {
+		t.Error("the leaving client got an answer")
+	}
+	queued(3*5 + 4)
 	wg.Wait()
 	close(results)
 	for r := range results {
