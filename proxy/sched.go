@@ -405,10 +405,8 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 	p := sc.p
 	// Entries are built, checked and cached outside the lock: a new
 	// request finds a finished input in the cache before the flight
-	// leaves the table. The shared cache is written after the waiters
-	// are woken: its encoding is no part of their answer.
+	// leaves the table.
 	var entries []*entry
-	kept := 0
 	if err == nil && c.flights[0].embed != nil {
 		entries = makeEntries(c)
 		for i, f := range c.flights {
@@ -418,18 +416,11 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 			}
 			if f.keyed && f.keep.Load() {
 				entries[i] = p.s.cache.add(f.key, entries[i])
-				kept++
-			}
-		}
-	}
-	if kept > 0 && p.s.shared != nil {
-		defer func() {
-			for i, f := range c.flights {
-				if entries[i] != nil && f.keyed && f.keep.Load() {
+				if p.s.shared != nil {
 					p.s.shared.Put(f.key, encodeEntry(entries[i]))
 				}
 			}
-		}()
+		}
 	}
 
 	p.mu.Lock()
@@ -487,9 +478,9 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 		res := merge.rerank.result()
 		// Cached before the flight leaves the table, as embeddings are: a
 		// request that comes as soon as the first has its answer finds it.
-		keep := merge.keyed && merge.keep.Load()
-		if keep {
+		if merge.keyed && merge.keep.Load() {
 			p.s.rankCache.add(merge.key, res)
+			p.s.shared.Put(merge.key, encodeRanked(res))
 		}
 		p.mu.Lock()
 		if !merge.done {
@@ -497,9 +488,6 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 			sc.completeLocked(merge, nil)
 		}
 		p.mu.Unlock()
-		if keep && p.s.shared != nil {
-			p.s.shared.Put(merge.key, encodeRanked(res))
-		}
 	}
 }
 
