@@ -405,7 +405,9 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 	p := sc.p
 	// Entries are built, checked and cached outside the lock: a new
 	// request finds a finished input in the cache before the flight
-	// leaves the table.
+	// leaves the table. The shared cache's writes are queued before the
+	// waiters wake, too, so that once a client has its answer a Flush
+	// (a test's, a shutdown's) covers them.
 	var entries []*entry
 	if err == nil && c.flights[0].embed != nil {
 		entries = makeEntries(c)
