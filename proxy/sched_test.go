@@ -130,8 +130,12 @@ func TestLeavingReleasesQueuedInputs(t *testing.T) {
 	// inputs wait in the queue: 429 with Retry-After, every one; and a bulk
 	// client that goes away meanwhile takes its inputs out at once. (Six
 	// requests sent at once made which ones waited a race with the first
-	// deadline.)
-	sim, srv, p := slowOne(t, func(c *Config) { c.RequestTimeout = time.Second })
+	// deadline. Each step waits for the queue to show the last one, and
+	// leaves 300ms between arrivals, so that a slow machine cannot reorder
+	// the deadlines: on CI, under -race, bulk requests that reached the
+	// sidecar late outlived the second query and were sent.)
+	const timeout = 2 * time.Second
+	sim, srv, p := slowOne(t, func(c *Config) { c.RequestTimeout = timeout })
 	sim.SetFault(teisim.Fault{Stall: 5 * time.Second}) // the replica holds what it has
 	type result struct {
 		name string
@@ -164,25 +168,26 @@ func TestLeavingReleasesQueuedInputs(t *testing.T) {
 			}
 		}
 	}
-	send("query 1", 4) // t=0: takes the replica's 4 inputs; leaves at 1s
-	inflight(4)
-	time.Sleep(200 * time.Millisecond)
-	for i := range 3 {
-		send(fmt.Sprintf("bulk %d", i), 5) // t=0.2s: queued; deadlines at 1.2s
-	}
-	time.Sleep(200 * time.Millisecond)
-	send("query 2", 4) // t=0.4s: queued ahead of the bulk; sent at 1s, leaves at 1.4s
-	// A bulk client that goes away while its inputs wait takes them out
-	// of the queue at once, long before its deadline.
 	queued := func(want float64) {
 		t.Helper()
-		for deadline := time.Now().Add(300 * time.Millisecond); counterValue(t, srv, "sidecar_queue_inputs") != want; time.Sleep(5 * time.Millisecond) {
+		for deadline := time.Now().Add(timeout / 2); counterValue(t, srv, "sidecar_queue_inputs") != want; time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%v inputs queued, want %v", counterValue(t, srv, "sidecar_queue_inputs"), want)
 			}
 		}
 	}
+	send("query 1", 4) // t=0: takes the replica's 4 inputs; leaves at 2s
+	inflight(4)
+	time.Sleep(300 * time.Millisecond)
+	for i := range 3 {
+		send(fmt.Sprintf("bulk %d", i), 5) // t≥0.3s: queued; deadlines ≥2.3s
+	}
+	queued(3 * 5)
+	time.Sleep(300 * time.Millisecond)
+	send("query 2", 4) // t≥0.6s: queued ahead of the bulk; sent at 2s, leaves ≥2.6s
 	queued(3*5 + 4)
+	// A bulk client that goes away while its inputs wait takes them out
+	// of the queue at once, long before its deadline.
 	ctx, leave := context.WithCancel(t.Context())
 	gone := make(chan error, 1)
 	go func() {
