@@ -134,8 +134,20 @@ func TestLeavingReleasesQueuedInputs(t *testing.T) {
 	// leaves 300ms between arrivals, so that a slow machine cannot reorder
 	// the deadlines: on CI, under -race, bulk requests that reached the
 	// sidecar late outlived the second query and were sent.)
+	//
+	// The room is the sidecar's, not TEI's: the adaptive limit starts at
+	// one batch (4 inputs) and, with every call stalled, learns nothing,
+	// while TEI has its 512 permits. With TEI's permits as the bound, the
+	// second query raced TEI noticing that the first had gone: TEI
+	// answered it 429, and the bulk work took the room.
 	const timeout = 2 * time.Second
-	sim, srv, p := slowOne(t, func(c *Config) { c.RequestTimeout = timeout })
+	sim, url := teisim.Start(t, "--model-id", "BAAI/bge-small-en-v1.5", "--max-client-batch-size", "4",
+		"--sim-batch-cost", "60ms", "--sim-token-cost", "0s")
+	cfg := testConfig(url)
+	cfg.CacheSize = 0
+	cfg.AdaptiveConcurrency = true
+	cfg.RequestTimeout = timeout
+	srv, p := startProxy(t, cfg)
 	sim.SetFault(teisim.Fault{Stall: 5 * time.Second}) // the replica holds what it has
 	type result struct {
 		name string
