@@ -53,17 +53,6 @@ func NewClient(baseURL string, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
-// NewTransport returns an HTTP transport sized for a proxy that sends many
-// concurrent calls to one TEI: the default transport keeps only two idle
-// connections per host, which would redial under load.
-func NewTransport() *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConns = 1024
-	t.MaxIdleConnsPerHost = 1024
-	t.IdleConnTimeout = 90 * time.Second
-	return t
-}
-
 // BaseURL returns the server's base URL.
 func (c *Client) BaseURL() string { return c.base }
 
