@@ -29,29 +29,29 @@ type Transport struct {
 	fallback *http.Transport
 	dialer   net.Dialer
 
-	// MaxIdlePerHost bounds the idle connections kept per host, and
-	// IdleTimeout how long one is kept unused.
-	MaxIdlePerHost int
-	IdleTimeout    time.Duration
-
 	mu   sync.Mutex
 	idle map[string][]*conn // by host:port, most recently used last
 }
+
+// maxIdlePerHost bounds the idle connections kept per host, and
+// idleTimeout how long one is kept unused.
+const (
+	maxIdlePerHost = 1024
+	idleTimeout    = 90 * time.Second
+)
 
 // NewTransport returns a transport sized for a proxy that sends many
 // concurrent calls to one TEI: net/http's default keeps only two idle
 // connections per host, which would redial under load.
 func NewTransport() *Transport {
 	fb := http.DefaultTransport.(*http.Transport).Clone()
-	fb.MaxIdleConns = 1024
-	fb.MaxIdleConnsPerHost = 1024
-	fb.IdleConnTimeout = 90 * time.Second
+	fb.MaxIdleConns = maxIdlePerHost
+	fb.MaxIdleConnsPerHost = maxIdlePerHost
+	fb.IdleConnTimeout = idleTimeout
 	return &Transport{
-		fallback:       fb,
-		dialer:         net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second},
-		MaxIdlePerHost: 1024,
-		IdleTimeout:    90 * time.Second,
-		idle:           map[string][]*conn{},
+		fallback: fb,
+		dialer:   net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second},
+		idle:     map[string][]*conn{},
 	}
 }
 
@@ -93,11 +93,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// before any answer: the call is made again on a fresh one, as
 		// net/http does. TEI's calls change nothing, so sending one twice
 		// is safe.
-		if reused && attempt == 0 && ctx.Err() == nil && errors.Is(err, errNoAnswer) && req.GetBody != nil {
-			body, gerr := req.GetBody()
-			if gerr == nil {
-				req = req.Clone(ctx)
-				req.Body = body
+		if reused && attempt == 0 && ctx.Err() == nil && errors.Is(err, errNoAnswer) {
+			if again, rerr := rewind(req); rerr == nil {
+				req = again
 				continue
 			}
 		}
@@ -107,6 +105,24 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
+}
+
+// rewind returns req ready to be sent again: as it is when it has no
+// body, else a copy with its body made anew.
+func rewind(req *http.Request) (*http.Request, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req, nil
+	}
+	if req.GetBody == nil {
+		return nil, errors.New("tei: the request's body cannot be sent again")
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return nil, err
+	}
+	req = req.Clone(req.Context())
+	req.Body = body
+	return req, nil
 }
 
 // handles reports whether t carries req itself rather than net/http.
@@ -201,31 +217,37 @@ func (b *body) Close() error {
 	return b.c.nc.Close()
 }
 
-// get takes the most recently used idle connection to addr, dropping any
-// idle for longer than IdleTimeout. reused is true when it found one.
+// get takes the most recently used idle connection to addr, closing (out
+// of the lock) any idle for longer than idleTimeout: being older, those
+// lie before it. reused is true when it found one.
 func (t *Transport) get(addr string) (c *conn, reused bool) {
+	var stale []*conn
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	cs := t.idle[addr]
-	for len(cs) > 0 {
-		c = cs[len(cs)-1]
-		cs[len(cs)-1] = nil
-		cs = cs[:len(cs)-1]
-		if time.Since(c.idleFrom) <= t.IdleTimeout {
-			t.idle[addr] = cs
-			return c, true
+	if n := len(cs); n > 0 {
+		c, cs[n-1] = cs[n-1], nil
+		cs = cs[:n-1]
+		if time.Since(c.idleFrom) > idleTimeout {
+			stale, cs, c = append(cs, c), nil, nil
 		}
-		_ = c.nc.Close()
 	}
-	delete(t.idle, addr)
-	return nil, false
+	if len(cs) == 0 {
+		delete(t.idle, addr)
+	} else {
+		t.idle[addr] = cs
+	}
+	t.mu.Unlock()
+	for _, s := range stale {
+		_ = s.nc.Close()
+	}
+	return c, c != nil
 }
 
 // put returns c to the pool, or closes it when the pool is full.
 func (t *Transport) put(c *conn) {
 	c.idleFrom = time.Now()
 	t.mu.Lock()
-	if len(t.idle[c.addr]) < t.MaxIdlePerHost {
+	if len(t.idle[c.addr]) < maxIdlePerHost {
 		t.idle[c.addr] = append(t.idle[c.addr], c)
 		t.mu.Unlock()
 		return

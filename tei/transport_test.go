@@ -138,15 +138,22 @@ func TestTransportRedialsAClosedIdleConnection(t *testing.T) {
 	tr := tei.NewTransport()
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
+	url := "http://" + ln.Addr().String()
 	for i := range 3 {
 		body := fmt.Sprintf("call %d", i)
-		if st, got, err := post(t, hc, t.Context(), "http://"+ln.Addr().String()+"/embed", body); err != nil || st != 200 || got != body {
+		if st, got, err := post(t, hc, t.Context(), url+"/embed", body); err != nil || st != 200 || got != body {
 			t.Fatalf("call %d: %d %q %v", i, st, got, err)
 		}
 		time.Sleep(20 * time.Millisecond) // the close reaches the client
 	}
-	if n := accepted.Load(); n != 3 {
-		t.Errorf("%d connections, want 3", n)
+	// A call without a body (the probers' GET /info) is sent again too.
+	resp, err := hc.Get(url + "/info")
+	if err != nil {
+		t.Fatalf("GET after a closed idle connection: %v", err)
+	}
+	resp.Body.Close()
+	if n := accepted.Load(); n != 4 {
+		t.Errorf("%d connections, want 4", n)
 	}
 }
 
