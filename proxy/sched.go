@@ -209,7 +209,9 @@ type teiCall struct {
 	// itself included; took is how long it ran. The limiter learns from
 	// both.
 	startInflight int
-	took          time.Duration
+	// seq is the limiter's number for it (gradientLimit.start).
+	seq  uint64
+	took time.Duration
 
 	// Results, written by run before finish.
 	items [][]byte      // embed: each flight's item
@@ -285,6 +287,9 @@ func (sc *scheduler) startLocked(c *teiCall) {
 	}
 	r.calls++
 	c.startInflight = r.inflight
+	if r.lim != nil {
+		c.seq = r.lim.start()
+	}
 	sc.p.s.m.inflightInputs.WithLabelValues(sc.p.name, r.addr).Set(float64(r.inflight))
 	for _, f := range c.flights {
 		f.sent = true
@@ -442,7 +447,7 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 	if err == nil {
 		sc.countDrainedLocked(c.n)
 		if r.lim != nil {
-			smp := sample{rtt: c.took, inflight: c.startInflight}
+			smp := sample{rtt: c.took, inflight: c.startInflight, inputs: c.n, seq: c.seq, end: time.Now()}
 			if c.resp != nil {
 				smp.queue, smp.inference, smp.staged = c.resp.Stages()
 			}

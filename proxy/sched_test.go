@@ -358,7 +358,7 @@ func TestAdaptiveLimitOnTheSimulator(t *testing.T) {
 func TestGradientLimitLearnsTheShortBatchUnloaded(t *testing.T) {
 	g := newGradientLimit(32, 4, 512)
 	// One query, alone: a 7 ms batch.
-	g.observe(sample{rtt: 8 * time.Millisecond, inference: 7 * time.Millisecond, staged: true, inflight: 1})
+	g.observe(sample{rtt: 8 * time.Millisecond, inference: 7 * time.Millisecond, staged: true, inflight: 1, inputs: 1})
 	// Then bulk keeps the limit full: everything in flight runs as one
 	// batch of 5 ms plus 5.4 ms an input, and waits about half a batch.
 	for range 200 {
@@ -366,10 +366,99 @@ func TestGradientLimitLearnsTheShortBatchUnloaded(t *testing.T) {
 		batch := 5*time.Millisecond + time.Duration(n)*5400*time.Microsecond
 		g.observe(sample{rtt: batch * 3 / 2, queue: batch / 2, inference: batch, staged: true, inflight: n})
 	}
-	// Batches about batchTolerance times the shortest: the limit's batch
-	// takes no longer than half as much again.
+	// A call's wait, queue and batch, about latencyBudget times the
+	// shortest batch: no more than half as much again.
 	got := g.current()
-	if batch := 5*time.Millisecond + time.Duration(got)*5400*time.Microsecond; batch > time.Duration(1.5*batchTolerance*float64(7*time.Millisecond)) {
-		t.Errorf("the limit is %d inputs (batches of %s), want batches of at most %.0f × 7 ms", got, batch, 1.5*batchTolerance)
+	batch := 5*time.Millisecond + time.Duration(got)*5400*time.Microsecond
+	if wait, most := batch*3/2, time.Duration(1.5*latencyBudget*float64(7*time.Millisecond)); wait > most {
+		t.Errorf("the limit is %d inputs (calls waiting %s), want at most %s", got, wait, most)
+	}
+}
+
+// TestGradientLimitHoldsOnAlternatingBatches: on a CPU backend TEI takes
+// everything queued as its next batch, so with the limit full batches
+// alternate long and short: the short one holds what came during the long
+// one, and its inputs waited out the long batch. Compared with their own
+// short batch, that wait looked like a queue building up, and the limit
+// shrank until TEI's fixed cost per batch ate a sixth of ingest's
+// throughput. It must hold where a call's wait is about latencyBudget
+// times the shortest batch.
+func TestGradientLimitHoldsOnAlternatingBatches(t *testing.T) {
+	const batchCost, inputCost = 5 * time.Millisecond, 5400 * time.Microsecond
+	cost := func(inputs float64) time.Duration { return batchCost + time.Duration(inputs*float64(inputCost)) }
+	g := newGradientLimit(32, 4, 512)
+	g.observe(sample{rtt: 8 * time.Millisecond, inference: 7 * time.Millisecond, staged: true, inflight: 1, inputs: 1}) // one query, alone
+	for range 500 {
+		n := g.current()
+		long, short := cost(0.7*float64(n)), cost(0.3*float64(n))
+		// The long batch's calls came while the short one ran; the
+		// short batch's, while the long one ran.
+		g.observe(sample{rtt: short/5 + long, queue: short / 5, inference: long, staged: true, inflight: n})
+		g.observe(sample{rtt: long*9/10 + short, queue: long * 9 / 10, inference: short, staged: true, inflight: n})
+	}
+	n := float64(g.current())
+	// The longest wait: most of the long batch, then the short one.
+	wait := cost(0.7*n)*9/10 + cost(0.3*n)
+	budget := time.Duration(latencyBudget * float64(7*time.Millisecond))
+	if wait < budget/2 || wait > budget*3/2 {
+		t.Errorf("the limit is %.0f inputs: calls wait up to %s, want about %s (the budget)", n, wait, budget)
+	}
+}
+
+// TestGradientLimitUnderAFloodOfSingleCalls: a flood of queries sends one
+// call per query, a hundred or more to one TEI batch, and they come back
+// together. Each call cut the limit again (it fell from hundreds to its
+// floor in one batch) and grew it whole (it outgrew the clients), and the
+// shortest batch drifted up with calls that merely left half the limit
+// unused, until the limit reached TEI's permits. Now a round of calls cuts
+// once and grows by one allowance, and the shortest batch moves only with
+// calls that had TEI to themselves: the limit holds near the budget.
+func TestGradientLimitUnderAFloodOfSingleCalls(t *testing.T) {
+	const batchCost, queryCost = 5 * time.Millisecond, 1900 * time.Microsecond
+	cost := func(inputs int) time.Duration { return batchCost + time.Duration(inputs)*queryCost }
+	g := newGradientLimit(32, 4, 512)
+	g.observe(sample{rtt: 8 * time.Millisecond, inference: cost(1), staged: true, inflight: 1, inputs: 1, seq: g.start()})
+	shortest := g.minBatch
+	budget := time.Duration(latencyBudget * shortest * float64(time.Second))
+	// round runs the limit's worth of single calls, or clients' worth if
+	// fewer, in flight together: TEI runs them as one batch, and the last
+	// of them waited out the one before. It returns the lowest limit seen.
+	round := func(clients int) (n, low int) {
+		n = min(g.current(), clients)
+		seqs := make([]uint64, n)
+		for i := range seqs {
+			seqs[i] = g.start()
+		}
+		batch := cost(n)
+		low = g.current()
+		for i, seq := range seqs {
+			g.observe(sample{rtt: batch + batch*time.Duration(i)/time.Duration(n), queue: batch * time.Duration(i) / time.Duration(n),
+				inference: batch, staged: true, inflight: n, inputs: 1, seq: seq})
+			low = min(low, g.current())
+		}
+		return n, low
+	}
+	// From far above the budget, the first batch's calls all come back
+	// late: one cut, not one per call.
+	g.limit = 300
+	if n, low := round(512); low < n*3/4 {
+		t.Fatalf("one batch's calls cut the limit from %d to %d", n, low)
+	}
+	for i := range 300 {
+		if n, low := round(256); i > 100 && low < n*3/4 {
+			t.Fatalf("round %d: one batch's calls cut the limit from %d to %d", i, n, low)
+		}
+	}
+	n := g.current()
+	if wait := 2 * cost(n); wait < budget/2 || wait > 2*budget {
+		t.Errorf("the limit is %d queries: the last of a batch waits %s, want about %s (the budget)", n, wait, budget)
+	}
+	// Fewer clients than half the limit: the limit is unused, but TEI is
+	// busy with their batches, and those say nothing of the shortest.
+	for range 300 {
+		round(n / 3)
+	}
+	if g.minBatch != shortest {
+		t.Errorf("the shortest batch moved from %.1f ms to %.1f ms with calls under load", shortest*1e3, g.minBatch*1e3)
 	}
 }
