@@ -187,8 +187,14 @@ func (g *gradientLimit) observe(s sample) {
 	g.limit = math.Max(g.min, math.Min(g.max, g.limit))
 }
 
-// overloaded halves the limit: TEI answered 429, so it holds more than it
-// can take.
-func (g *gradientLimit) overloaded() {
+// overloaded halves the limit: TEI answered 429 to the call numbered seq,
+// so it holds more than it can take. Once per round of calls, as a cut
+// for latency is: every call of the round that overfilled TEI may be
+// refused, and each halving again would take the limit to its floor.
+func (g *gradientLimit) overloaded(seq uint64) {
+	if seq != 0 && seq <= g.cut {
+		return
+	}
+	g.cut = g.seq
 	g.limit = math.Max(g.min, g.limit/2)
 }

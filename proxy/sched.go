@@ -207,7 +207,7 @@ type teiCall struct {
 	failover time.Duration
 	// startInflight is the replica's inputs in flight when it started,
 	// itself included; took is how long it ran. The limiter learns from
-	// both.
+	// both, and from seq.
 	startInflight int
 	// seq is the limiter's number for it (gradientLimit.start).
 	seq  uint64
@@ -556,7 +556,7 @@ func (sc *scheduler) failedLocked(c *teiCall, err error) {
 		// De-weight the replica: fewer inputs in flight there until its
 		// calls succeed again. A 429 is back-pressure, not a failure.
 		if r.lim != nil {
-			r.lim.overloaded()
+			r.lim.overloaded(c.seq)
 			r.limit = r.lim.current()
 		} else {
 			r.limit = max(r.limit*3/4, 1)

@@ -462,3 +462,23 @@ func TestGradientLimitUnderAFloodOfSingleCalls(t *testing.T) {
 		t.Errorf("the shortest batch moved from %.1f ms to %.1f ms with calls under load", shortest*1e3, g.minBatch*1e3)
 	}
 }
+
+// TestGradientLimitHalvesOncePerRoundOn429: when TEI refuses the calls of
+// one round with 429, the limit halves once, not once per refused call.
+func TestGradientLimitHalvesOncePerRoundOn429(t *testing.T) {
+	g := newGradientLimit(256, 4, 512)
+	seqs := make([]uint64, 32)
+	for i := range seqs {
+		seqs[i] = g.start()
+	}
+	for _, seq := range seqs {
+		g.overloaded(seq)
+	}
+	if got := g.current(); got != 128 {
+		t.Errorf("32 refused calls of one round took the limit from 256 to %d, want 128", got)
+	}
+	g.overloaded(g.start()) // a call of the next round
+	if got := g.current(); got != 64 {
+		t.Errorf("a refused call of the next round left the limit at %d, want 64", got)
+	}
+}
