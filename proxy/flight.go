@@ -152,18 +152,20 @@ func (w *waiter) attachLocked(f *flight, dl time.Time, bounded bool) {
 
 // submit makes w wait on fs, after replacing each keyed flight already in
 // the table by that one, and queues the new ones. It refuses the work when
-// no replica can take it, or the queue is full.
-func (p *pool) submit(ctx context.Context, w *waiter, fs []*flight) error {
+// no replica can take it, or the queue is full. When a call could start at
+// once carrying only w's work, it is returned for the request to make on
+// its own goroutine (runInline) rather than on a new one.
+func (p *pool) submit(ctx context.Context, w *waiter, fs []*flight) (*teiCall, error) {
 	dl, bounded := ctx.Deadline()
 	cfg := p.s.cfg
 	sc := &p.sched
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if sc.closed {
-		return errClosed
+		return nil, errClosed
 	}
 	if !p.usableLocked() {
-		return p.unavailableLocked()
+		return nil, p.unavailableLocked()
 	}
 	need := 0
 	for _, f := range fs {
@@ -174,7 +176,7 @@ func (p *pool) submit(ctx context.Context, w *waiter, fs []*flight) error {
 	// A request always gets in when nothing waits: however large, it is
 	// scheduled chunk by chunk. Only a queue already holding work refuses.
 	if q := sc.queuedTotal(); q > 0 && q+need > cfg.QueueInputs {
-		return &overloadError{msg: "Model is overloaded: the sidecar's queue is full", retryAfter: sc.drainTime(q)}
+		return nil, &overloadError{msg: "Model is overloaded: the sidecar's queue is full", retryAfter: sc.drainTime(q)}
 	}
 	var fresh []*flight
 	for i, f := range fs {
@@ -195,14 +197,42 @@ func (p *pool) submit(ctx context.Context, w *waiter, fs []*flight) error {
 		w.attachLocked(f, dl, bounded)
 		sc.enqueueLocked(f, false)
 	}
-	sc.dispatchLocked()
+	c := sc.dispatchClaimLocked(w)
 	if cfg.QueueInputs == 0 && slices.ContainsFunc(fresh, func(f *flight) bool { return f.queued }) {
 		// No waiting allowed: what TEI cannot take now is refused, as TEI
-		// itself does.
+		// itself does. A call already formed runs, cancelled, to account
+		// for itself.
 		p.leaveLocked(w)
-		return &overloadError{msg: "Model is overloaded", retryAfter: time.Second}
+		if c != nil {
+			go sc.runChain(c)
+		}
+		return nil, &overloadError{msg: "Model is overloaded", retryAfter: time.Second}
 	}
-	return nil
+	return c, nil
+}
+
+// runInline makes c, a call carrying only w's work, on the request's own
+// goroutine, which would otherwise wait for another to make it: on a small
+// machine each goroutine made ready can cost a thread's wake-up, dearer
+// than the call to TEI itself. If ctx ends first, w leaves as in await,
+// and the error is what await would return (left is true). The call is
+// then cancelled, unless another request has joined its work meanwhile:
+// it runs on for that one (a call is never cancelled while its work is
+// wanted), and this request's error comes when the call ends.
+func (p *pool) runInline(ctx context.Context, w *waiter, c *teiCall) (left bool, err error) {
+	gone := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(gone)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		err = p.leaveAtLocked(ctx, w)
+	})
+	p.sched.run(c, false)
+	if stop() {
+		return false, nil
+	}
+	<-gone
+	return true, err
 }
 
 // await waits until every flight of w is done, or ctx ends. A request whose
@@ -216,8 +246,15 @@ func (p *pool) await(ctx context.Context, w *waiter) error {
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.leaveAtLocked(ctx, w)
+}
+
+// leaveAtLocked takes w off its work as ctx ends and says why: nil when
+// it finished meanwhile, a 429 when its work never left the queue, ctx's
+// error once some of it was in TEI.
+func (p *pool) leaveAtLocked(ctx context.Context, w *waiter) error {
 	if w.pending == 0 {
-		p.mu.Unlock()
 		return nil // finished as ctx ended
 	}
 	neverSent := !slices.ContainsFunc(w.flights, func(f *flight) bool { return !f.done && f.sent })
@@ -227,7 +264,6 @@ func (p *pool) await(ctx context.Context, w *waiter) error {
 	if !p.readyLocked() {
 		why = p.unavailableLocked()
 	}
-	p.mu.Unlock()
 	switch {
 	case !neverSent || !errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return ctx.Err()

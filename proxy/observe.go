@@ -200,8 +200,14 @@ func (s *Server) wait(ctx context.Context, p *pool, w *waiter, fs []*flight) err
 	start := time.Now()
 	ri := infoOf(ctx)
 	defer func() { ri.waitedFor(time.Since(start), w.joined) }()
-	if err := p.submit(ctx, w, fs); err != nil {
+	c, err := p.submit(ctx, w, fs)
+	if err != nil {
 		return err
+	}
+	if c != nil {
+		if left, err := p.runInline(ctx, w, c); left {
+			return err
+		}
 	}
 	return p.await(ctx, w)
 }

@@ -39,6 +39,15 @@ type scheduler struct {
 	// again.
 	timers map[*time.Timer][]*flight
 
+	// claiming is set while dispatchLocked may hand one call back to the
+	// goroutine that asked for work instead of starting a goroutine for
+	// it: a request's own (claimFor, only a call carrying nothing but that
+	// request's work) or the one of a call just finished (claimFor nil).
+	// claimed is the call handed back.
+	claiming bool
+	claimFor *waiter
+	claimed  *teiCall
+
 	// The measured drain rate, inputs per second, for Retry-After.
 	rate       float64
 	rateStart  time.Time
@@ -304,11 +313,46 @@ func (sc *scheduler) startLocked(c *teiCall) {
 	// keeps its own, later deadline.
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	sc.p.s.wg.Add(1)
-	go sc.run(c)
+	if sc.claiming && sc.claimed == nil && (sc.claimFor == nil || c.onlyFor(sc.claimFor)) {
+		sc.claimed = c
+		return
+	}
+	go sc.runChain(c)
 }
 
-// run makes the call and hands its outcome to finish.
-func (sc *scheduler) run(c *teiCall) {
+// onlyFor reports whether every flight c carries is w's alone.
+func (c *teiCall) onlyFor(w *waiter) bool {
+	for _, f := range c.flights {
+		if len(f.waiters) != 1 || f.waiters[0] != w {
+			return false
+		}
+	}
+	return true
+}
+
+// dispatchClaimLocked dispatches, handing back one call for the caller's
+// goroutine to run (see scheduler.claiming), or nil.
+func (sc *scheduler) dispatchClaimLocked(w *waiter) *teiCall {
+	sc.claiming, sc.claimFor = true, w
+	sc.dispatchLocked()
+	c := sc.claimed
+	sc.claiming, sc.claimFor, sc.claimed = false, nil, nil
+	return c
+}
+
+// runChain makes c, then each call that its finish starts next, on one
+// goroutine: a call ending while work waits hands its goroutine on rather
+// than starting another (on a small machine each new goroutine can wake a
+// thread).
+func (sc *scheduler) runChain(c *teiCall) {
+	for c != nil {
+		c = sc.run(c, true)
+	}
+}
+
+// run makes the call and hands its outcome to finish; with chain, it
+// returns the next call for this goroutine to make, if finish started one.
+func (sc *scheduler) run(c *teiCall, chain bool) *teiCall {
 	defer sc.p.s.wg.Done()
 	defer c.cancel()
 	start := time.Now()
@@ -347,7 +391,7 @@ func (sc *scheduler) run(c *teiCall) {
 	m.upstreamCalls.WithLabelValues(sc.p.name, c.r.addr, route, o).Inc()
 	m.upstreamLatency.WithLabelValues(sc.p.name, c.r.addr, o).Observe(d.Seconds())
 	m.upstreamInputs.WithLabelValues(sc.p.name, c.r.addr).Add(float64(c.n))
-	sc.finish(c, err)
+	return sc.finish(c, err, chain)
 }
 
 // route is the TEI route c calls.
@@ -405,8 +449,8 @@ func (sc *scheduler) exec(c *teiCall) (err error) {
 
 // finish records c's outcome: results for its flights, or what its failure
 // means for them (retry, split, fail); then starts what the freed room
-// allows.
-func (sc *scheduler) finish(c *teiCall, err error) {
+// allows, handing back one of those calls with chain.
+func (sc *scheduler) finish(c *teiCall, err error, chain bool) (next *teiCall) {
 	p := sc.p
 	// Entries are built, checked and cached outside the lock: a new
 	// request finds a finished input in the cache before the flight
@@ -478,7 +522,11 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 		sc.failedLocked(c, err)
 	}
 	p.removeIfIdleLocked(r) // a draining replica leaves with its last call
-	sc.dispatchLocked()
+	if chain {
+		next = sc.dispatchClaimLocked(nil)
+	} else {
+		sc.dispatchLocked()
+	}
 	p.mu.Unlock()
 
 	if merge != nil {
@@ -496,6 +544,7 @@ func (sc *scheduler) finish(c *teiCall, err error) {
 		}
 		p.mu.Unlock()
 	}
+	return next
 }
 
 // retry is what a failed call means for the flights it carried.
@@ -749,7 +798,9 @@ func outcomeOf(err error) string {
 // makeEntries copies each item out of TEI's answer and shares its
 // x-compute-tokens among the inputs by length. An item that is not all
 // finite numbers (TEI writes NaN as null) gets a nil entry: it is never
-// cached or served.
+// cached or served. The only item of an answer is not copied: it is all of
+// the answer but its brackets, so keeping the answer costs nothing more,
+// while one kept item of many would hold all of them.
 func makeEntries(c *teiCall) []*entry {
 	entries := make([]*entry, len(c.items))
 	total := c.resp.ComputeTokens()
@@ -761,7 +812,10 @@ func makeEntries(c *teiCall) []*entry {
 		if bytes.Contains(it, []byte("null")) {
 			continue
 		}
-		e := &entry{json: append([]byte(nil), it...)}
+		e := &entry{json: it[:len(it):len(it)]}
+		if len(c.items) > 1 {
+			e.json = append([]byte(nil), it...)
+		}
 		if total >= 0 && weight > 0 {
 			e.tokens = total * c.flights[i].embed.weight / weight
 			sum += e.tokens

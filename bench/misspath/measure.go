@@ -129,7 +129,7 @@ func measure(ctx context.Context, o options, stderr io.Writer) (*results, error)
 	}
 
 	side, err := start("sidecar", dir, o.sidecarBin, "serve", "--launch", "none", "--tei-embed-url", simURL,
-		"--listen", fmt.Sprintf("127.0.0.1:%d", sidePort), "--embedding-cache-size", "0")
+		"--listen", fmt.Sprintf("127.0.0.1:%d", sidePort), "--embedding-cache-size", "0", "--no-access-log")
 	if err != nil {
 		return nil, err
 	}

@@ -59,7 +59,7 @@ func writeReport(w io.Writer, r *results) error {
 		nginx = r.nginxVersion
 	}
 	p.printf("Miss path: unique single-query embeds, %d-d answers (%s on tests/teisim, --sim-batch-cost 0 --sim-token-cost 0), loopback, %d CPUs\n", dims, model, r.cpus)
-	p.printf("direct = the simulator; nginx = %s proxy_pass, upstream keep-alive; sidecar = tei-sidecar serve, cache off (--embedding-cache-size 0, Cache-Control: no-cache)\n", nginx)
+	p.printf("direct = the simulator; nginx = %s proxy_pass, upstream keep-alive, access_log off; sidecar = tei-sidecar serve, cache off (--embedding-cache-size 0, Cache-Control: no-cache), --no-access-log\n", nginx)
 	p.printf("CPU/request = the proxy's /proc/PID/stat utime+stime over the phase (nginx: master and workers) / its requests\n")
 
 	p.printf("\nOne client, the three paths in turn, %s\n", r.oneClient)
