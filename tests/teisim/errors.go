@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 )
 
 // errorType is TEI's error_type: capitalised, and it decides the status.
@@ -108,11 +109,14 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 		writePlain(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
 	// TEI (axum's Json) ends its bodies without a newline; Encode adds one.
+	b := bytes.TrimSuffix(buf.Bytes(), []byte{'\n'})
+	w.Header().Set("Content-Type", "application/json")
+	// A whole body, so hyper under axum sends its length, never chunks.
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
 	// The client may be gone; there is nobody to tell.
-	_, _ = w.Write(bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}))
+	_, _ = w.Write(b)
 }
 
 func writeNativeError(w http.ResponseWriter, e *apiError) {

@@ -166,6 +166,22 @@ func TestEmbeddingDimensions(t *testing.T) {
 	}
 }
 
+// TestWholeBodiesHaveALength checks that answers carry Content-Length, as
+// TEI's (axum's Json is one whole body, whose length hyper sends), and are
+// never chunked: a proxy reading them may size its buffer once.
+func TestWholeBodiesHaveALength(t *testing.T) {
+	_, url := start(t, "--model-id", "BAAI/bge-m3")
+	for name, r := range map[string]response{
+		"embed":  post(t, url+"/embed", map[string]any{"inputs": []string{"a", "b", "c"}}),
+		"error":  post(t, url+"/embed", map[string]any{"inputs": []string{}}),
+		"openai": post(t, url+"/v1/embeddings", map[string]any{"input": "a", "model": "BAAI/bge-m3"}),
+	} {
+		if got := r.header.Get("Content-Length"); got != strconv.Itoa(len(r.body)) {
+			t.Errorf("%s: Content-Length %q for a body of %d bytes (status %d)", name, got, len(r.body), r.status)
+		}
+	}
+}
+
 // TestErrors checks every limit and error against TEI 1.9.3's exact status,
 // body shape and message.
 func TestErrors(t *testing.T) {
