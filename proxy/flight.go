@@ -27,9 +27,11 @@ import (
 //     deadline is the latest of theirs (none if any has none), and the TEI
 //     calls carrying it get that deadline. A late joiner never inherits an
 //     earlier caller's deadline.
-//   - Every TEI call runs in a goroutine counted by the server's wait
-//     group, added under pool.mu only while the scheduler is open, so that
-//     Close cannot race it.
+//   - Every TEI call is counted by the server's wait group, added under
+//     pool.mu only while the scheduler is open, so that Close cannot race
+//     it. It runs on a goroutine of its own, on one whose previous call has
+//     just finished (runChain), or, when it carries only one request's
+//     work, on that request's goroutine (runInline).
 //   - A flight is retried at most maxAttempts times; its outcome (done,
 //     err and the result) is written once, under pool.mu, before its
 //     waiters are woken, and never changes after.
