@@ -111,7 +111,7 @@ func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 		s.answerError(w, err, nativeFace)
 		return
 	}
-	out := make([]vector, len(outs))
+	out := make(vectors, len(outs))
 	for i, o := range outs {
 		out[i] = s.vector(o.enc, req.Normalize, req.Dimensions)
 	}

@@ -100,17 +100,25 @@ type openAIError struct {
 	Type    errorType `json:"type"`
 }
 
+// jsonAppender is a body that writes its own JSON.
+type jsonAppender interface{ appendJSON(b []byte) []byte }
+
 func writeJSON(w http.ResponseWriter, status int, body any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	// serde writes <, > and & as they are; so must the simulator.
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(body); err != nil {
-		writePlain(w, http.StatusInternalServerError, err.Error())
-		return
+	var b []byte
+	if a, ok := body.(jsonAppender); ok {
+		b = a.appendJSON(nil)
+	} else {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		// serde writes <, > and & as they are; so must the simulator.
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(body); err != nil {
+			writePlain(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		// TEI (axum's Json) ends its bodies without a newline; Encode adds one.
+		b = bytes.TrimSuffix(buf.Bytes(), []byte{'\n'})
 	}
-	// TEI (axum's Json) ends its bodies without a newline; Encode adds one.
-	b := bytes.TrimSuffix(buf.Bytes(), []byte{'\n'})
 	w.Header().Set("Content-Type", "application/json")
 	// A whole body, so hyper under axum sends its length, never chunks.
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))

@@ -2,6 +2,7 @@ package teisim
 
 import (
 	"math"
+	"slices"
 	"strconv"
 )
 
@@ -24,7 +25,10 @@ type vector []float32
 
 // MarshalJSON implements json.Marshaler.
 func (v vector) MarshalJSON() ([]byte, error) {
-	b := make([]byte, 0, 2+12*len(v))
+	return v.appendJSON(make([]byte, 0, 2+12*len(v))), nil
+}
+
+func (v vector) appendJSON(b []byte) []byte {
 	b = append(b, '[')
 	for i, f := range v {
 		if i > 0 {
@@ -32,30 +36,62 @@ func (v vector) MarshalJSON() ([]byte, error) {
 		}
 		b = appendF32(b, f)
 	}
-	return append(b, ']'), nil
+	return append(b, ']')
 }
 
-// appendF32 appends f as serde_json writes an f32.
+// vectors is /embed's answer. It is written straight into the body:
+// encoding/json would check and compact every vector's MarshalJSON output
+// again, which costs more than writing it.
+type vectors []vector
+
+func (vs vectors) appendJSON(b []byte) []byte {
+	b = append(b, '[')
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = v.appendJSON(b)
+	}
+	return append(b, ']')
+}
+
+// appendF32 appends f as serde_json writes an f32. It allocates nothing
+// of its own: a 1024-d answer is 1024 of these, and the simulator should
+// not spend many times TEI's CPU writing it.
 func appendF32(b []byte, f float32) []byte {
 	if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
 		return append(b, "null"...)
 	}
+	if a := math.Abs(float64(f)); a >= 1e-6 && a < 1e12 {
+		// Where ryu writes no exponent (its digits start between 1e-6
+		// and 1e13; below 1e12 they cannot round up past that), strconv's
+		// shortest 'f' has the same digits. An integer gains ".0".
+		n := len(b)
+		b = strconv.AppendFloat(b, float64(f), 'f', -1, 32)
+		if !slices.Contains(b[n:], '.') {
+			b = append(b, ".0"...)
+		}
+		return b
+	}
+	return appendF32Exp(b, f)
+}
+
+// appendF32Exp is appendF32 for any finite f, from strconv's 'e' digits.
+func appendF32Exp(b []byte, f float32) []byte {
 	// Shortest round-trip digits d1.d2d3...e±X, relaid as ryu lays them.
-	e := strconv.AppendFloat(nil, float64(f), 'e', -1, 32)
+	var buf [32]byte
+	e := strconv.AppendFloat(buf[:0], float64(f), 'e', -1, 32)
 	if e[0] == '-' {
 		b = append(b, '-')
 		e = e[1:]
 	}
-	mant, exp := e, 0
+	var dbuf [16]byte
+	digits, exp := dbuf[:0], 0
 	for i, c := range e {
 		if c == 'e' {
-			mant = e[:i]
-			exp, _ = strconv.Atoi(string(e[i+1:]))
+			exp = atoiExp(e[i+1:])
 			break
 		}
-	}
-	digits := make([]byte, 0, len(mant))
-	for _, c := range mant {
 		if c != '.' {
 			digits = append(digits, c)
 		}
@@ -89,4 +125,21 @@ func appendF32(b []byte, f float32) []byte {
 		b = append(b, 'e')
 		return strconv.AppendInt(b, int64(kk-1), 10)
 	}
+}
+
+// atoiExp reads the exponent strconv's 'e' format writes: a sign, then
+// two or more digits.
+func atoiExp(s []byte) int {
+	neg := len(s) > 0 && s[0] == '-'
+	if len(s) > 0 && (s[0] == '-' || s[0] == '+') {
+		s = s[1:]
+	}
+	n := 0
+	for _, c := range s {
+		n = n*10 + int(c-'0')
+	}
+	if neg {
+		return -n
+	}
+	return n
 }

@@ -3,6 +3,7 @@ package teisim
 import (
 	"encoding/json"
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -53,6 +54,68 @@ func TestVectorJSON(t *testing.T) {
 	for i := range v {
 		if back[0][i] != v[i] {
 			t.Errorf("%d: %v read back as %v from %s", i, v[i], back[0][i], b)
+		}
+	}
+}
+
+// TestVectorsWriteAsEncodingJSON checks /embed's direct writer gives the
+// bytes encoding/json gives for the same vectors, nulls and exponents
+// included.
+func TestVectorsWriteAsEncodingJSON(t *testing.T) {
+	vs := vectors{
+		{1, -0.5, 3.1415927, 1e-7, 6e20, float32(math.Copysign(0, -1)), math.SmallestNonzeroFloat32},
+		{},
+		{float32(math.NaN()), float32(math.Inf(1)), 0.33333334},
+	}
+	want, err := json.Marshal([]vector(vs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := vs.appendJSON(nil); string(got) != string(want) {
+		t.Errorf("appendJSON = %s, want %s", got, want)
+	}
+}
+
+func BenchmarkVectorJSON(b *testing.B) {
+	v := make(vector, 1024)
+	for i := range v {
+		v[i] = float32(math.Sin(float64(i))) / 32
+	}
+	b.ReportAllocs()
+	var buf []byte
+	for b.Loop() {
+		buf = vectors{v}.appendJSON(buf[:0])
+	}
+}
+
+// TestAppendF32FixedMatchesDigits checks the fixed-notation shortcut
+// against the general writer over random f32s of every exponent, and
+// around the shortcut's edges.
+func TestAppendF32FixedMatchesDigits(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	check := func(f float32) {
+		if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+			return
+		}
+		if got, want := string(appendF32(nil, f)), string(appendF32Exp(nil, f)); got != want {
+			t.Fatalf("appendF32(%v) = %s, the general writer %s", f, got, want)
+		}
+	}
+	for range 200000 {
+		check(math.Float32frombits(r.Uint32()))
+		check(float32(r.NormFloat64() / 32)) // an embedding's values
+	}
+	for _, edge := range []float64{1e-6, 1e12, 1e13, 1, 10, 0.1} {
+		f := float32(edge)
+		for range 64 {
+			check(f)
+			check(-f)
+			f = math.Nextafter32(f, float32(math.Inf(1)))
+		}
+		f = float32(edge)
+		for range 64 {
+			f = math.Nextafter32(f, 0)
+			check(f)
 		}
 	}
 }
